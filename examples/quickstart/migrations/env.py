@@ -1,0 +1,27 @@
+"""A plain Alembic env.py: online mode only, URL from the Alembic config.
+
+migrategate sets ``sqlalchemy.url`` in the config it hands Alembic, so this
+file needs no secrets of its own.
+"""
+
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+
+
+def run_migrations_online() -> None:
+    engine = engine_from_config(
+        config.get_section(config.config_ini_section, {}),
+        prefix="sqlalchemy.",
+        poolclass=pool.NullPool,
+    )
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=None)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    raise SystemExit("this example runs online only")
+run_migrations_online()

@@ -1,0 +1,65 @@
+"""migrategate: Alembic migrations whose exit code tells the truth.
+
+Library use mirrors the CLI: each function takes the same options as keyword
+arguments (``database_url=``, ``migrations=``, ``target=``, ``expect_tables=``,
+…), returns a :class:`~migrategate.report.Result` when the database is
+verified, and otherwise raises a :class:`~migrategate.errors.MigrategateError`
+subclass whose ``exit_code`` is the CLI's. Environment variables
+(``MIGRATEGATE_*``) apply unless ``env={}`` is passed.
+
+Imports are lazy so that ``import migrategate`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from .errors import (  # noqa: F401  (re-exported)
+    EXIT_CODES,
+    AmbiguousTarget,
+    AuthError,
+    ConfigError,
+    Interrupted,
+    LockTimeout,
+    MigrategateError,
+    MigrationFailed,
+    UnknownRevision,
+    UnreachableError,
+    VerificationFailed,
+    WaitTimeout,
+)
+
+__version__ = "0.1.0"
+
+
+def _run(command: str, env: Optional[Mapping[str, str]], options: Any) -> Any:
+    from . import commands
+    from .settings import resolve
+
+    settings = resolve(options, env)
+    if command == "doctor":
+        from .doctor import doctor as run_doctor
+
+        return run_doctor(settings)
+    return getattr(commands, command)(settings)
+
+
+def upgrade(env: Optional[Mapping[str, str]] = None, **options: Any) -> Any:
+    """Lock, apply pending revisions, verify; see the module docstring for options."""
+    return _run("upgrade", env, options)
+
+
+def verify(env: Optional[Mapping[str, str]] = None, **options: Any) -> Any:
+    return _run("verify", env, options)
+
+
+def wait(env: Optional[Mapping[str, str]] = None, **options: Any) -> Any:
+    return _run("wait", env, options)
+
+
+def status(env: Optional[Mapping[str, str]] = None, **options: Any) -> Any:
+    return _run("status", env, options)
+
+
+def doctor(env: Optional[Mapping[str, str]] = None, **options: Any) -> Any:
+    return _run("doctor", env, options)

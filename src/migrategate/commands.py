@@ -1,0 +1,279 @@
+"""The commands: plain functions over Settings that return a Result or raise a typed error.
+
+Data flows one way: settings → connect → lock → plan → apply → checks → result.
+Every error raised here carries ``.result`` (what was done before it), so the
+CLI can still print a full JSON report and a termination message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple
+
+from .checks import CheckResult, failed, run_checks
+from .connect import connect, make_engine
+from .errors import (
+    AuthError,
+    ConfigError,
+    MigrategateError,
+    MigrationFailed,
+    UnknownRevision,
+    VerificationFailed,
+    WaitTimeout,
+)
+from .lock import acquire, lock_for
+from .log import Writer, default_writer
+from .plan import make_plan, read_current
+from .report import Result
+from .runtime import app_paths, migration_environment
+from .scripts import Graph, load_graph, make_config
+from .settings import Settings
+from .signals import SignalGuard
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlalchemy.engine import Connection
+
+
+def _require_url(settings: Settings) -> None:
+    if settings.url is None:
+        raise ConfigError(
+            "no database URL",
+            "set --database-url, MIGRATEGATE_DATABASE_URL or DATABASE_URL "
+            "(or --preset dify with Dify's DB_* variables)",
+        )
+
+
+@contextlib.contextmanager
+def _session(settings: Settings, writer: Writer) -> Iterator["Connection"]:
+    """One AUTOCOMMIT connection: never idle in a transaction (that blocks CONCURRENTLY)."""
+    engine = make_engine(settings)
+    try:
+        conn = connect(settings, engine, writer)
+        try:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+        finally:
+            with contextlib.suppress(Exception):  # closing a dead connection may raise
+                conn.close()
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def _reporting(result: Result, started: float) -> Iterator[Result]:
+    try:
+        yield result
+    except MigrategateError as exc:
+        result.outcome = exc.outcome
+        result.exit_code = exc.exit_code
+        result.message = exc.one_line()
+        result.seconds = time.monotonic() - started
+        if isinstance(exc, MigrationFailed):
+            result.failed_revision = exc.revision
+        exc.result = result  # type: ignore[attr-defined]
+        raise
+    result.seconds = time.monotonic() - started
+
+
+def _graph(settings: Settings) -> Graph:
+    with app_paths(settings):
+        return load_graph(settings)
+
+
+# --------------------------------------------------------------------------- upgrade
+
+def upgrade(settings: Settings, writer: Writer = default_writer) -> Result:
+    """Lock, plan, apply, verify. Returns only when the database is verified at the target."""
+    started = time.monotonic()
+    _require_url(settings)
+    result = Result("upgrade", database=settings.masked_url)
+    with _reporting(result, started), SignalGuard() as guard:
+        graph = _graph(settings)
+        result.heads = list(graph.heads)
+        with _session(settings, writer) as conn:
+            lock = lock_for(conn, settings.lock_name)
+            waited = acquire(lock, settings.lock_timeout, writer)
+            result.lock = {"name": lock.name, "kind": lock.kind, "waited_seconds": round(waited, 3)}
+            try:
+                _upgrade_locked(settings, writer, guard, conn, graph, result)
+            finally:
+                with contextlib.suppress(Exception):  # the session ending frees it anyway
+                    lock.release()
+    return result
+
+
+def _upgrade_locked(settings: Settings, writer: Writer, guard: SignalGuard,
+                    conn: "Connection", graph: Graph, result: Result) -> None:
+    current = read_current(conn, settings.version_table, settings.version_table_schema)
+    plan = make_plan(graph, current, settings.target)
+    result.from_revisions = list(plan.current)
+    result.to_revisions = list(plan.target)
+    result.pending = [{"revision": r.id, "message": r.message} for r in plan.pending]
+    if plan.pending:
+        writer.info(
+            f"{len(plan.pending)} revision(s) to apply: "
+            f"{', '.join(plan.current) or '(empty database)'} -> {', '.join(plan.target)}"
+        )
+        from .apply import run_upgrade
+
+        config = make_config(settings)
+        with migration_environment(settings, config):
+            run_upgrade(config, plan, settings, writer, guard, into=result.applied)
+    else:
+        writer.info(f"database is up to date at {', '.join(plan.target)}")
+    checks, _ = run_checks(conn, graph, settings.target, settings.expect_tables,
+                           settings.version_table, settings.version_table_schema)
+    result.checks = checks
+    bad = failed(checks)
+    if bad:
+        raise VerificationFailed(
+            "verification after upgrade failed: " + "; ".join(c.detail for c in bad),
+            "env.py may not run migrations online, or an expected table is not created by "
+            "these migrations; run 'migrategate status'",
+        )
+    result.outcome = "verified" if plan.pending else "up-to-date"
+    result.message = (
+        f"{result.database} at {', '.join(plan.target)}"
+        f" ({len(result.applied)} revision(s) applied)"
+    )
+
+
+# --------------------------------------------------------------------------- verify
+
+def verify(settings: Settings, writer: Writer = default_writer) -> Result:
+    started = time.monotonic()
+    _require_url(settings)
+    result = Result("verify", database=settings.masked_url)
+    with _reporting(result, started):
+        graph = _graph(settings)
+        result.heads = list(graph.heads)
+        with _session(settings, writer) as conn:
+            checks, plan = _checks(conn, graph, settings)
+        _fill(result, checks, plan)
+        bad = failed(checks)
+        if bad:
+            raise VerificationFailed(
+                "; ".join(c.detail for c in bad),
+                "run 'migrategate upgrade' (or check the migration Job's logs)",
+            )
+        result.message = f"{result.database} at {', '.join(result.to_revisions)}"
+    return result
+
+
+def _checks(conn: "Connection", graph: Graph, settings: Settings):  # type: ignore[no-untyped-def]
+    return run_checks(conn, graph, settings.target or "heads", settings.expect_tables,
+                      settings.version_table, settings.version_table_schema,
+                      allow_ahead=settings.allow_ahead)
+
+
+def _fill(result: Result, checks: List[CheckResult], plan) -> None:  # type: ignore[no-untyped-def]
+    result.checks = checks
+    if plan is not None:
+        result.from_revisions = list(plan.current)
+        result.to_revisions = list(plan.target)
+        result.pending = [{"revision": r.id, "message": r.message} for r in plan.pending]
+
+
+# --------------------------------------------------------------------------- wait
+
+def wait(settings: Settings, writer: Writer = default_writer,
+         sleep: Callable[[float], None] = time.sleep,
+         clock: Callable[[], float] = time.monotonic) -> Result:
+    """Block until verify passes: one connection, cheap polls, a log line at a bounded rate."""
+    started = clock()
+    _require_url(settings)
+    result = Result("wait", database=settings.masked_url)
+    deadline = started + settings.timeout
+    with _reporting(result, started), SignalGuard():
+        graph = _graph(settings)
+        result.heads = list(graph.heads)
+        engine = make_engine(settings)
+        conn: Optional["Connection"] = None
+        last_state: Optional[str] = None
+        last_logged = -1e9
+        polls = 0
+        try:
+            while True:
+                state = ""
+                try:
+                    if conn is None:
+                        remaining = max(deadline - clock(), 1.0)
+                        conn = connect(_with_timeout(settings, remaining), engine, writer)
+                        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                    polls += 1
+                    checks, plan = _checks(conn, graph, settings)
+                    _fill(result, checks, plan)
+                    bad = failed(checks)
+                    if not bad:
+                        result.message = (f"{result.database} at "
+                                          f"{', '.join(result.to_revisions)} after {polls} poll(s)")
+                        result.extra["polls"] = polls
+                        return result
+                    state = "; ".join(c.detail for c in bad)
+                except (AuthError, UnknownRevision, ConfigError):
+                    raise  # waiting won't fix these
+                except MigrategateError as exc:  # unreachable: keep waiting until the deadline
+                    state = exc.one_line()
+                    conn = _drop(conn)
+                except _db_errors() as exc:
+                    from .connect import describe
+
+                    state = f"database error: {describe(exc)}"
+                    conn = _drop(conn)
+                now = clock()
+                if now >= deadline:
+                    raise WaitTimeout(
+                        f"schema not ready after {now - started:.0f}s: {state}",
+                        "check the migration Job (kubectl logs) or run 'migrategate status'",
+                    )
+                if state != last_state or now - last_logged >= 30:
+                    writer.info(f"waiting for schema: {state}")
+                    last_state, last_logged = state, now
+                sleep(min(settings.interval, max(deadline - now, 0.0)))
+        finally:
+            _drop(conn)
+            engine.dispose()
+
+
+def _db_errors() -> Tuple[type, ...]:
+    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+    return (DBAPIError, SQLAlchemyError, OSError)
+
+
+def _drop(conn: Optional["Connection"]) -> None:
+    if conn is not None:
+        with contextlib.suppress(Exception):  # already broken
+            conn.close()
+    return None
+
+
+def _with_timeout(settings: Settings, seconds: float) -> Settings:
+    import dataclasses
+
+    return dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, seconds))
+
+
+# --------------------------------------------------------------------------- status
+
+def status(settings: Settings, writer: Writer = default_writer) -> Result:
+    started = time.monotonic()
+    _require_url(settings)
+    result = Result("status", database=settings.masked_url, outcome="ok")
+    with _reporting(result, started):
+        graph = _graph(settings)
+        result.heads = list(graph.heads)
+        with _session(settings, writer) as conn:
+            current = read_current(conn, settings.version_table, settings.version_table_schema)
+            plan = make_plan(graph, current, "heads", allow_ahead=True)
+            lock = lock_for(conn, settings.lock_name)
+            holder = lock.holder()
+        result.from_revisions = list(plan.current)
+        result.to_revisions = list(plan.target)
+        result.pending = [{"revision": r.id, "message": r.message} for r in plan.pending]
+        result.extra["version_table_exists"] = current is not None
+        result.extra["unknown_revisions"] = list(plan.unknown)
+        result.lock = {"name": lock.name, "kind": lock.kind, "held": holder is not None,
+                       "holder": holder}
+        result.message = (f"{len(plan.pending)} pending" if plan.pending else "up to date")
+    return result

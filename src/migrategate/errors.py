@@ -1,0 +1,140 @@
+"""One error family; each class carries the exit code the CLI returns for it.
+
+The exit code is part of the public contract (README, Helm chart, operators'
+alerting), so it lives on the class and nowhere else. ``cli.main`` is the only
+place that turns these into ``sys.exit``; library users catch the classes.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Type
+
+OK = 0
+
+
+class MigrategateError(Exception):
+    """Base class: ``message`` says what happened, ``hint`` what to do about it."""
+
+    exit_code = 1
+    outcome = "internal-error"
+
+    def __init__(self, message: str, hint: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        """The single line an operator sees at 2 a.m.: what, what it means, what to do."""
+        if self.hint:
+            return f"{self.message}; {self.hint}"
+        return self.message
+
+
+class InternalError(MigrategateError):
+    exit_code = 1
+    outcome = "internal-error"
+
+
+class ConfigError(MigrategateError):
+    """Usage or configuration error: nothing was touched."""
+
+    exit_code = 2
+    outcome = "config-error"
+
+
+class UnreachableError(MigrategateError):
+    exit_code = 3
+    outcome = "unreachable"
+
+
+class AuthError(MigrategateError):
+    exit_code = 4
+    outcome = "auth-failed"
+
+
+class LockTimeout(MigrategateError):
+    exit_code = 5
+    outcome = "lock-timeout"
+
+
+class MigrationFailed(MigrategateError):
+    exit_code = 6
+    outcome = "migration-failed"
+
+    def __init__(self, message: str, hint: Optional[str] = None, *, revision: Optional[str] = None):
+        super().__init__(message, hint)
+        self.revision = revision
+
+
+class VerificationFailed(MigrategateError):
+    exit_code = 7
+    outcome = "verification-failed"
+
+
+class UnknownRevision(MigrategateError):
+    """The database carries a revision the scripts don't know: code older than schema."""
+
+    exit_code = 8
+    outcome = "unknown-revision"
+
+
+class AmbiguousTarget(MigrategateError):
+    exit_code = 9
+    outcome = "ambiguous-target"
+
+
+class WaitTimeout(MigrategateError):
+    exit_code = 10
+    outcome = "wait-timeout"
+
+
+class Interrupted(MigrategateError):
+    """SIGINT/SIGTERM arrived: the running statement was cancelled and rolled back."""
+
+    outcome = "interrupted"
+
+    def __init__(self, signum: int, message: Optional[str] = None, hint: Optional[str] = None):
+        import signal
+
+        name = signal.Signals(signum).name
+        super().__init__(
+            message or f"interrupted by {name}",
+            hint
+            or "the running revision was rolled back and the lock released; re-run to continue",
+        )
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+#: The documented table (README, docs): code -> (outcome, meaning).
+EXIT_CODES: Dict[int, str] = {
+    0: "verified at target",
+    1: "internal error (a bug: please report it with --debug output)",
+    2: "usage or configuration error",
+    3: "database unreachable",
+    4: "authentication failed",
+    5: "lock not acquired in time",
+    6: "a migration failed",
+    7: "verification failed",
+    8: "database revision unknown to the scripts",
+    9: "multiple heads / ambiguous target",
+    10: "wait timed out",
+    130: "interrupted by SIGINT (transaction rolled back, lock released)",
+    143: "interrupted by SIGTERM (transaction rolled back, lock released)",
+}
+
+ERRORS_BY_CODE: Dict[int, Type[MigrategateError]] = {
+    cls.exit_code: cls
+    for cls in (
+        InternalError,
+        ConfigError,
+        UnreachableError,
+        AuthError,
+        LockTimeout,
+        MigrationFailed,
+        VerificationFailed,
+        UnknownRevision,
+        AmbiguousTarget,
+        WaitTimeout,
+    )
+}

@@ -1,0 +1,89 @@
+"""migrategate's own line writer, and the redactor every output passes through.
+
+Not the ``logging`` module on purpose: Alembic env.py files call
+``logging.config.fileConfig()``, which disables every logger that existed
+before it, and progress/outcome lines must survive that. Every line, on any
+stream, goes through :func:`redact` so a secret can't leak even when a driver
+puts it into an exception message.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import List, Optional, TextIO
+from urllib.parse import quote, quote_plus
+
+MASK = "***"
+
+_secrets: List[str] = []
+_lock = threading.Lock()
+
+
+def register_secret(value: Optional[str]) -> None:
+    """Remember a secret (and its URL-quoted spellings) so no output ever shows it."""
+    if not value:
+        return
+    with _lock:
+        for form in {value, quote(value, safe=""), quote_plus(value)}:
+            if form and form not in _secrets:
+                _secrets.append(form)
+        # longest first, so a secret that contains another is masked whole
+        _secrets.sort(key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def timestamp(when: Optional[float] = None) -> str:
+    t = time.gmtime(time.time() if when is None else when)
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", t)
+
+
+class Writer:
+    """Timestamped, redacted progress lines to stderr; results to stdout.
+
+    ``quiet`` drops progress lines (``--json`` keeps them, on stderr, since
+    stdout then carries exactly one JSON document).
+    """
+
+    def __init__(self, err: Optional[TextIO] = None, out: Optional[TextIO] = None,
+                 quiet: bool = False) -> None:
+        self._err = err
+        self._out = out
+        self.quiet = quiet
+
+    @property
+    def err(self) -> TextIO:
+        return self._err or sys.stderr
+
+    @property
+    def out(self) -> TextIO:
+        return self._out or sys.stdout
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self._write(self.err, f"{timestamp()} {message}")
+
+    def warn(self, message: str) -> None:
+        self._write(self.err, f"{timestamp()} warning: {message}")
+
+    def error(self, message: str) -> None:
+        self._write(self.err, f"{timestamp()} error: {message}")
+
+    def result(self, text: str) -> None:
+        self._write(self.out, text)
+
+    def _write(self, stream: TextIO, text: str) -> None:
+        with _lock:
+            stream.write(redact(text) + "\n")
+            stream.flush()
+
+
+#: The writer commands use unless given one; the CLI replaces it per run.
+default_writer = Writer()

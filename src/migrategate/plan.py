@@ -1,0 +1,75 @@
+"""What the database has vs what the scripts want: the Plan.
+
+Read again under the lock: a runner that waited for another usually finds
+nothing left to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, List, Optional, Tuple
+
+from .errors import ConfigError, UnknownRevision
+from .scripts import Graph, Revision
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlalchemy.engine import Connection
+
+
+@dataclass
+class Plan:
+    current: Tuple[str, ...]  # revisions in the version table (empty: none / no table)
+    target: Tuple[str, ...]
+    pending: List[Revision]
+    has_version_table: bool = True
+    unknown: Tuple[str, ...] = ()  # database revisions the scripts don't know (allow_ahead)
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.pending
+
+
+def version_table_exists(conn: "Connection", table: str, schema: Optional[str]) -> bool:
+    from sqlalchemy import inspect
+
+    return bool(inspect(conn).has_table(table, schema=schema))
+
+
+def read_current(conn: "Connection", table: str = "alembic_version",
+                 schema: Optional[str] = None) -> Optional[Tuple[str, ...]]:
+    """Revisions in the version table, or None when there is no version table."""
+    from sqlalchemy import column, select
+    from sqlalchemy import table as table_
+
+    if not version_table_exists(conn, table, schema):
+        return None
+    t = table_(table, column("version_num"), schema=schema)
+    rows = conn.execute(select(t.c.version_num)).fetchall()
+    return tuple(sorted(str(r[0]) for r in rows))
+
+
+def make_plan(graph: Graph, current: Optional[Tuple[str, ...]], target_spec: Optional[str],
+              allow_ahead: bool = False) -> Plan:
+    current_revs = current or ()
+    unknown = tuple(r for r in current_revs if r not in graph)
+    if unknown and not allow_ahead:
+        raise UnknownRevision(
+            f"the database is at revision {', '.join(unknown)}, which these migration "
+            f"scripts do not contain (their heads: {', '.join(graph.heads)})",
+            "the database is ahead of this code (a rollback to an older image?) or was "
+            "migrated from another branch; deploy the matching image — migrategate never "
+            "downgrades",
+        )
+    target = graph.resolve(target_spec)
+    known = [r for r in current_revs if r in graph]
+    done = graph.ancestors(known)
+    wanted = graph.ancestors(target)
+    beyond = set(known) - wanted
+    if beyond and not allow_ahead and target_spec not in (None, "", "head", "heads"):
+        raise ConfigError(
+            f"the database is at {', '.join(sorted(beyond))}, past the target "
+            f"{', '.join(target)}",
+            "migrategate never downgrades; use 'alembic downgrade' deliberately if you must",
+        )
+    pending = graph.ordered(wanted - done)
+    return Plan(tuple(current_revs), target, pending, current is not None, unknown)

@@ -1,0 +1,116 @@
+"""Results and how they are shown: human lines, one JSON document, the termination message."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from .apply import Applied
+from .checks import CheckResult
+from .errors import EXIT_CODES
+from .log import Writer, redact
+
+TERMINATION_LOG = "/dev/termination-log"
+
+
+@dataclass
+class Result:
+    """What a command did; errors carry one too (``exc.result``) so --json can report them."""
+
+    command: str
+    database: str = ""
+    outcome: str = "verified"
+    exit_code: int = 0
+    message: str = ""
+    from_revisions: List[str] = field(default_factory=list)
+    to_revisions: List[str] = field(default_factory=list)
+    heads: List[str] = field(default_factory=list)
+    applied: List[Applied] = field(default_factory=list)
+    pending: List[Dict[str, str]] = field(default_factory=list)
+    checks: List[CheckResult] = field(default_factory=list)
+    lock: Optional[Dict[str, Any]] = None
+    failed_revision: Optional[str] = None
+    seconds: float = 0.0
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d: Dict[str, Any] = {
+            "command": self.command,
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "meaning": EXIT_CODES.get(self.exit_code, ""),
+            "message": self.message,
+            "database": self.database,
+            "from_revisions": self.from_revisions,
+            "to_revisions": self.to_revisions,
+            "heads": self.heads,
+            "applied": [a.to_dict() for a in self.applied],
+            "pending": self.pending,
+            "checks": [c.to_dict() for c in self.checks],
+            "failed_revision": self.failed_revision,
+            "lock": self.lock,
+            "seconds": round(self.seconds, 3),
+        }
+        d.update(self.extra)
+        return d
+
+
+def render_json(result: Result, writer: Writer) -> None:
+    writer.result(json.dumps(result.to_dict(), indent=2, sort_keys=False, default=str))
+
+
+def render_checks(result: Result, writer: Writer) -> None:
+    for c in result.checks:
+        writer.result(f"{'✓' if c.ok else '✗'} {c.name}: {c.detail}")
+
+
+def render_human(result: Result, writer: Writer) -> None:
+    if result.command == "status":
+        render_status(result, writer)
+        return
+    render_checks(result, writer)
+    if result.exit_code == 0:
+        writer.result(f"{result.outcome}: {result.message}")
+
+
+def render_status(result: Result, writer: Writer) -> None:
+    writer.result(f"database: {result.database}")
+    writer.result(f"current:  {', '.join(result.from_revisions) or '(none)'}")
+    writer.result(f"heads:    {', '.join(result.heads)}")
+    if result.pending:
+        writer.result(f"pending:  {len(result.pending)}")
+        for p in result.pending:
+            writer.result(f"  {p['revision']}  {p['message']}")
+    else:
+        writer.result("pending:  none")
+    unknown = result.extra.get("unknown_revisions")
+    if unknown:
+        writer.result(f"unknown:  {', '.join(unknown)} (database is ahead of these scripts)")
+    lock = result.lock or {}
+    if lock.get("held"):
+        writer.result(f"lock:     {lock.get('name')} held by {lock.get('holder')}")
+    else:
+        writer.result(f"lock:     {lock.get('name', '?')} free")
+
+
+def termination_line(result: Result) -> str:
+    return f"migrategate {result.command}: exit {result.exit_code} ({result.outcome}): " \
+           f"{result.message}"
+
+
+def write_termination_message(result: Result, path: Optional[str]) -> None:
+    """Kubernetes shows this file in ``kubectl describe pod`` (Last State: Terminated)."""
+    if path is None:
+        if not (os.path.exists(TERMINATION_LOG) and os.access(TERMINATION_LOG, os.W_OK)):
+            return
+        path = TERMINATION_LOG
+    if not path:
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(redact(termination_line(result))[:4000] + "\n")
+    except OSError:
+        # the outcome is already on stderr/stdout; a read-only path must not change the exit code
+        return

@@ -1,0 +1,35 @@
+"""The process environment migrations run in: the app's source root on sys.path,
+and (for Flask-Migrate directories) a minimal Flask app context.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import TYPE_CHECKING, Iterator
+
+from .settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from alembic.config import Config
+
+
+@contextlib.contextmanager
+def app_paths(settings: Settings) -> Iterator[None]:
+    """``--app-root`` on sys.path while migrations load, so ``import models`` works."""
+    root = settings.app_root
+    if not root or root in sys.path:
+        yield
+        return
+    sys.path.insert(0, root)
+    try:
+        yield
+    finally:
+        if root in sys.path:
+            sys.path.remove(root)
+
+
+@contextlib.contextmanager
+def migration_environment(settings: Settings, config: "Config") -> Iterator[None]:
+    with app_paths(settings):
+        yield

@@ -1,0 +1,335 @@
+"""Resolve settings from flags, environment, presets and defaults — in that order.
+
+Every option can come from a flag or from ``MIGRATEGATE_<NAME>``, so a Helm
+chart can configure everything through env and Secrets. We remember where each
+value came from (``Settings.sources``) because "which setting won?" is the
+first question when a deployment misbehaves, and ``doctor`` prints it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
+
+from . import log
+from .errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlalchemy.engine import URL
+
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: str  # "str" | "seconds" | "bool" | "list"
+    default: Any = None
+    env: Tuple[str, ...] = ()
+    flag: str = ""
+
+    @property
+    def envs(self) -> Tuple[str, ...]:
+        return self.env or ("MIGRATEGATE_" + self.name.upper(),)
+
+    @property
+    def flag_name(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+
+OPTIONS: Dict[str, Option] = {
+    o.name: o
+    for o in (
+        Option("database_url", "str", env=("MIGRATEGATE_DATABASE_URL", "DATABASE_URL")),
+        Option("password_file", "str", env=("MIGRATEGATE_DATABASE_PASSWORD_FILE",
+                                            "MIGRATEGATE_PASSWORD_FILE")),
+        Option("password", "str", env=("MIGRATEGATE_DATABASE_PASSWORD",), flag="(env only)"),
+        Option("migrations", "str"),
+        Option("config", "str"),
+        Option("preset", "str"),
+        Option("app_root", "str"),
+        Option("flask_app", "str"),
+        Option("connect_timeout", "seconds", 60.0),
+        Option("lock_timeout", "seconds", 300.0),
+        Option("lock_name", "str", "migrategate"),
+        Option("pg_lock_timeout", "seconds"),
+        Option("target", "str", env=("MIGRATEGATE_TARGET", "MIGRATEGATE_TO"), flag="--to"),
+        Option("expect_tables", "list", (), env=("MIGRATEGATE_EXPECT_TABLES",),
+               flag="--expect-table"),
+        Option("version_table", "str", "alembic_version"),
+        Option("version_table_schema", "str"),
+        Option("allow_ahead", "bool", False),
+        Option("timeout", "seconds", 600.0, env=("MIGRATEGATE_WAIT_TIMEOUT", "MIGRATEGATE_TIMEOUT")),
+        Option("interval", "seconds", 2.0, env=("MIGRATEGATE_WAIT_INTERVAL",
+                                                "MIGRATEGATE_INTERVAL")),
+        Option("application_name", "str"),
+        Option("termination_log", "str"),
+        Option("redis_url", "str", env=("MIGRATEGATE_REDIS_URL",)),
+        Option("json", "bool", False),
+    )
+}
+
+
+@dataclass
+class Settings:
+    """Everything a command needs, resolved and validated. ``url`` holds the password."""
+
+    url: Optional["URL"] = None
+    migrations: Optional[str] = None
+    config: Optional[str] = None
+    preset: Optional[str] = None
+    app_root: Optional[str] = None
+    flask_app: Optional[str] = None
+    connect_timeout: float = 60.0
+    lock_timeout: float = 300.0
+    lock_name: str = "migrategate"
+    pg_lock_timeout: Optional[float] = None
+    target: Optional[str] = None
+    expect_tables: Tuple[str, ...] = ()
+    version_table: str = "alembic_version"
+    version_table_schema: Optional[str] = None
+    allow_ahead: bool = False
+    timeout: float = 600.0
+    interval: float = 2.0
+    application_name: str = ""
+    termination_log: Optional[str] = None
+    redis_url: Optional[str] = None
+    json: bool = False
+    sources: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.url) if self.url is not None else "(none)"
+
+    @property
+    def dialect(self) -> str:
+        return self.url.get_backend_name() if self.url is not None else ""
+
+
+def mask_url(url: "URL") -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def _parse(opt: Option, raw: Any, source: str) -> Any:
+    if opt.kind == "str":
+        return None if raw is None else str(raw)
+    if opt.kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in TRUE:
+            return True
+        if text in FALSE:
+            return False
+        raise ConfigError(f"{source} must be true or false, got {raw!r}",
+                          "use one of: true, false, 1, 0, yes, no")
+    if opt.kind == "seconds":
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source} must be a number of seconds, got {raw!r}",
+                              "for example 60 or 2.5") from None
+        if not (value >= 0) or value == float("inf"):
+            raise ConfigError(f"{source} must be a finite number of seconds >= 0, got {raw!r}")
+        return value
+    if opt.kind == "list":
+        if isinstance(raw, (list, tuple)):
+            items = [str(x) for x in raw]
+        else:
+            items = str(raw).split(",")
+        return tuple(x.strip() for x in items if x.strip())
+    raise AssertionError(opt.kind)  # pragma: no cover
+
+
+def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -> Settings:
+    """Flags (``None`` = not given) beat ``MIGRATEGATE_*`` env, which beats presets and defaults."""
+    env = os.environ if env is None else env
+    values: Dict[str, Any] = {}
+    sources: Dict[str, str] = {}
+    for name, opt in OPTIONS.items():
+        raw = flags.get(name)
+        if raw is not None and raw != [] and not (opt.kind == "bool" and raw is False):
+            values[name] = _parse(opt, raw, opt.flag_name)
+            sources[name] = f"flag {opt.flag_name}"
+            continue
+        for var in opt.envs:
+            if var in env:
+                values[name] = _parse(opt, env[var], f"env {var}")
+                sources[name] = f"env {var}"
+                break
+
+    preset = values.get("preset")
+    if preset:
+        from .presets import load_preset
+
+        for name, (value, source) in load_preset(preset).defaults(env).items():
+            if name not in values:
+                values[name] = value
+                sources[name] = source
+
+    for name, opt in OPTIONS.items():
+        if name not in values:
+            values[name] = opt.default
+            if opt.default not in (None, (), False):
+                sources[name] = "default"
+
+    password = _password(values, sources)
+    url = None
+    if values["database_url"]:
+        url = build_url(values["database_url"], password, sources.get("database_url", ""))
+    elif password is not None:
+        raise ConfigError("a database password was given but no database URL",
+                          "set --database-url or MIGRATEGATE_DATABASE_URL")
+    values.pop("database_url")
+    values.pop("password_file")
+    values.pop("password")
+
+    if values["migrations"] and values["config"]:
+        raise ConfigError(
+            "both --migrations and --config are set "
+            f"({sources['migrations']}, {sources['config']})",
+            "give one: a script directory with env.py, or an alembic.ini",
+        )
+    if not values["application_name"]:
+        values["application_name"] = default_application_name()
+    settings = Settings(url=url, sources=sources, **values)
+    return settings
+
+
+def _password(values: Dict[str, Any], sources: Dict[str, str]) -> Optional[str]:
+    path = values.get("password_file")
+    password = values.get("password")
+    if path and password is not None:
+        raise ConfigError(
+            f"the password is given twice ({sources['password_file']} and {sources['password']})",
+            "keep one of them",
+        )
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                password = fh.read()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the password file {path} ({sources['password_file']}): "
+                f"{exc.strerror or exc}",
+                "check the Secret is mounted there and readable by this user",
+            ) from None
+        # Secrets written with `echo` end in a newline that is not part of the password.
+        password = password.rstrip("\r\n")
+        if not password:
+            raise ConfigError(f"the password file {path} is empty",
+                              "check the Secret's key holds the password")
+    log.register_secret(password)
+    return password
+
+
+_URL_PASSWORD = re.compile(r"^[^:/]+://[^:/@?#]*:([^@]*)@")
+
+
+def build_url(raw: str, password: Optional[str] = None, source: str = "") -> "URL":
+    """Parse, attach the password, and pick a driver that is actually installed."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    m = _URL_PASSWORD.match(raw)
+    if m:
+        log.register_secret(m.group(1))
+        from urllib.parse import unquote
+
+        log.register_secret(unquote(m.group(1)))
+    where = f" ({source})" if source else ""
+    try:
+        url = make_url(raw.strip())
+    except (ArgumentError, ValueError):
+        raise ConfigError(
+            f"the database URL{where} is malformed",
+            "expected dialect[+driver]://user[:password]@host[:port]/database, "
+            "e.g. postgresql://app@db:5432/app",
+        ) from None
+    if url.password:
+        log.register_secret(str(url.password))
+        if password is not None:
+            raise ConfigError(
+                f"the database URL{where} already contains a password, and a password "
+                "file or MIGRATEGATE_DATABASE_PASSWORD is set too",
+                "keep one source of the password",
+            )
+    if password is not None:
+        url = url.set(password=password)
+    url = _with_installed_driver(url, where)
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database in ("", ":memory:") or database.startswith("file::memory:"):
+            raise ConfigError(
+                "an in-memory SQLite database cannot be migrated: each connection gets "
+                "its own empty database",
+                "use a file, e.g. sqlite:///app.db",
+            )
+    return url
+
+
+_DRIVER_PREFERENCE = {
+    # What app images actually ship first (Dify uses psycopg2), then the rest.
+    "postgresql": (("psycopg2", "psycopg2"), ("psycopg", "psycopg"), ("pg8000", "pg8000"),
+                   ("asyncpg", None)),
+    "mysql": (("pymysql", "pymysql"), ("MySQLdb", "mysqldb"), ("mysql.connector", "mysqlconnector")),
+    "mariadb": (("pymysql", "pymysql"), ("MySQLdb", "mysqldb"), ("mariadb", "mariadbconnector")),
+}
+
+
+def _with_installed_driver(url: "URL", where: str) -> "URL":
+    from sqlalchemy.exc import NoSuchModuleError
+
+    backend = url.get_backend_name()
+    if backend == "postgres":  # Heroku-style scheme that SQLAlchemy rejects
+        url = url.set(drivername="postgresql" + url.drivername[len("postgres"):])
+        backend = "postgresql"
+    if backend in _DRIVER_PREFERENCE and "+" not in url.drivername:
+        for module, driver in _DRIVER_PREFERENCE[backend]:
+            if driver and _installed(module):
+                url = url.set(drivername=f"{backend}+{driver}")
+                break
+        else:
+            wanted = ", ".join(m for m, d in _DRIVER_PREFERENCE[backend] if d)
+            raise ConfigError(
+                f"no {backend} driver is installed in this Python",
+                f"install one of: {wanted} (e.g. pip install 'migrategate[postgres]')",
+            )
+    try:
+        dialect_cls = url.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"the database URL{where} names an unknown database or driver "
+            f"{url.drivername!r}",
+            "use postgresql://, mysql://, mariadb:// or sqlite:///",
+        ) from None
+    loader = getattr(dialect_cls, "import_dbapi", None) or getattr(dialect_cls, "dbapi")
+    try:
+        loader()
+    except ImportError as exc:
+        raise ConfigError(
+            f"the driver for {url.drivername!r} is not installed ({exc})",
+            "install it in this image, or drop '+driver' from the URL to use one that is",
+        ) from None
+    return url
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def default_application_name() -> str:
+    """Who is migrating, as the database sees it: pod name (hostname) and pid."""
+    name = f"migrategate:{socket.gethostname()}:{os.getpid()}"
+    return name[:63]  # PostgreSQL truncates at NAMEDATALEN-1
+
+
+__all__: List[str] = ["Settings", "resolve", "build_url", "mask_url", "OPTIONS"]
