@@ -118,10 +118,18 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
     result = None
     settings = None
     try:
+        from .errors import ConfigError
         from .settings import resolve
 
-        settings = resolve(flags, env)
-        result = _dispatch(args.command, settings, writer)
+        try:
+            settings = resolve(flags, env)
+        except ConfigError as exc:
+            if args.command != "doctor":
+                raise
+            from .doctor import doctor
+
+            doctor(None, writer, config_error=exc)  # reports the config check, raises
+        result = _dispatch(args.command, settings, writer, env)
         code = 0
     except MigrategateError as exc:
         from .report import Result
@@ -162,13 +170,14 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
     return code
 
 
-def _dispatch(command: str, settings: Any, writer: Any) -> Any:
+def _dispatch(command: str, settings: Any, writer: Any,
+              env: Optional[Mapping[str, str]] = None) -> Any:
     from . import commands
 
     if command == "doctor":
         from .doctor import doctor
 
-        return doctor(settings, writer)
+        return doctor(settings, writer, env=env)
     return getattr(commands, command)(settings, writer)
 
 

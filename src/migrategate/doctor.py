@@ -1,11 +1,301 @@
-"""doctor: explain why the schema is not there (implemented with the Dify preset)."""
+"""doctor: the one command to run when "the tables aren't there".
+
+Each check prints ✓/✗, one line of what it found and, when it fails, what to
+do. It runs every check it can instead of stopping at the first failure,
+because the useful answer is usually the combination (e.g. "no tables" plus
+"a Redis db_upgrade_lock with no TTL" is Dify's original incident).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Dict, List, Mapping, Optional
 
-from .errors import ConfigError
+from .checks import CheckResult
+from .errors import (
+    AuthError,
+    ConfigError,
+    MigrategateError,
+    UnreachableError,
+    VerificationFailed,
+)
+from .log import Writer, default_writer
+from .report import Result
+from .settings import OPTIONS, Settings, mask_redis_url
+
+SHOWN_SETTINGS = ("database_url", "migrations", "config", "preset", "app_root", "lock_name",
+                  "expect_tables", "redis_url", "version_table")
 
 
-def doctor(settings: Any, writer: Any = None) -> Any:
-    raise ConfigError("doctor is not implemented yet")
+def doctor(settings: Optional[Settings], writer: Writer = default_writer,
+           config_error: Optional[ConfigError] = None,
+           env: Optional[Mapping[str, str]] = None) -> Result:
+    import os
+    import time
+
+    started = time.monotonic()
+    env = os.environ if env is None else env
+    result = Result("doctor", outcome="ok")
+    checks: List[CheckResult] = []
+    result.checks = checks
+
+    if settings is None or config_error is not None:
+        checks.append(_bad("config", config_error.message if config_error else "no settings",
+                           config_error.hint if config_error else "see --help"))
+        return _finish(result, started, ConfigError)
+    result.database = settings.masked_url
+    checks.append(CheckResult("config", True, _describe_sources(settings)))
+    if settings.url is None:
+        checks.append(_bad("database", "no database URL resolved",
+                           "set --database-url / MIGRATEGATE_DATABASE_URL, or --preset dify "
+                           "with DB_HOST, DB_PORT, DB_USERNAME, DB_PASSWORD, DB_DATABASE"))
+        return _finish(result, started, ConfigError)
+
+    graph = _check_scripts(settings, checks)
+    worst: Optional[type] = None
+    conn_ok = _check_database(settings, graph, checks, writer)
+    if conn_ok is not None:
+        worst = conn_ok
+    _check_redis_lock(settings, env, checks)
+    return _finish(result, started, worst or VerificationFailed)
+
+
+def _bad(name: str, detail: str, hint: Optional[str]) -> CheckResult:
+    return CheckResult(name, False, f"{detail} — {hint}" if hint else detail)
+
+
+def _describe_sources(settings: Settings) -> str:
+    parts = []
+    for name in SHOWN_SETTINGS:
+        source = settings.sources.get(name)
+        if not source:
+            continue
+        if name == "database_url":
+            value: Any = settings.masked_url
+        else:
+            value = getattr(settings, name, None)
+            if name == "redis_url" and value:
+                value = mask_redis_url(str(value))
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        parts.append(f"{OPTIONS[name].name}={value} ({source})")
+    return "; ".join(parts) or "defaults only"
+
+
+def _check_scripts(settings: Settings, checks: List[CheckResult]) -> Any:
+    from .runtime import app_paths
+    from .scripts import load_graph
+
+    try:
+        with app_paths(settings):
+            graph = load_graph(settings)
+    except ConfigError as exc:
+        checks.append(_bad("migrations", exc.message, exc.hint))
+        return None
+    checks.append(CheckResult(
+        "migrations", True,
+        f"{len(graph.revisions)} revisions, head(s) {', '.join(graph.heads)} "
+        f"(read {'without importing them' if graph.source == 'static' else 'via Alembic'})"))
+    return graph
+
+
+def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
+                    writer: Writer) -> Optional[type]:
+    from .connect import connect, make_engine
+    from .lock import lock_for
+    from .plan import make_plan, read_current
+
+    quick = dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, 10.0))
+    engine = make_engine(quick)
+    try:
+        try:
+            conn = connect(quick, engine, Writer(quiet=True))
+        except (UnreachableError, AuthError) as exc:
+            hint = ("check DB_PASSWORD / the password Secret" if isinstance(exc, AuthError)
+                    else "check DB_HOST/DB_PORT, the Service and NetworkPolicy")
+            checks.append(_bad("database", exc.message, hint))
+            return type(exc)
+        with conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            checks.append(CheckResult("database", True,
+                                      f"{settings.masked_url} reachable, credentials valid"))
+            current = read_current(conn, settings.version_table, settings.version_table_schema)
+            if current is None:
+                checks.append(_bad(
+                    "version-table", f"{settings.version_table} does not exist: no migration "
+                    "has ever completed on this database",
+                    "run 'migrategate upgrade' (if a migration 'succeeded', it was skipped or "
+                    "its errors were swallowed)"))
+            elif not current:
+                checks.append(_bad("version-table", f"{settings.version_table} is empty",
+                                   "run 'migrategate upgrade'"))
+            else:
+                checks.append(CheckResult("version-table", True,
+                                          f"{settings.version_table} at {', '.join(current)}"))
+            if graph is not None:
+                _check_pending(graph, current, checks)
+            _check_tables(conn, settings, checks)
+            lock = lock_for(conn, settings.lock_name)
+            holder = lock.holder()
+            if holder:
+                checks.append(_bad("migration-lock", f'"{lock.name}" is held by {holder}',
+                                   "a migration is running now; watch it with 'migrategate "
+                                   "status' (the lock frees itself when that session ends)"))
+            else:
+                checks.append(CheckResult("migration-lock", True, f'"{lock.name}" is free'))
+            _check_schema_ahead(conn, graph, current, checks)
+    except MigrategateError as exc:
+        checks.append(_bad("database", exc.message, exc.hint))
+    finally:
+        engine.dispose()
+    return None
+
+
+def _check_pending(graph: Any, current: Any, checks: List[CheckResult]) -> None:
+    from .errors import UnknownRevision
+    from .plan import make_plan
+
+    try:
+        plan = make_plan(graph, current, "heads")
+    except UnknownRevision as exc:
+        checks.append(_bad("pending", exc.message, exc.hint))
+        return
+    if plan.pending:
+        first = ", ".join(f"{r.id} ({r.message})" if r.message else r.id
+                          for r in plan.pending[:3])
+        more = f" and {len(plan.pending) - 3} more" if len(plan.pending) > 3 else ""
+        checks.append(_bad("pending", f"{len(plan.pending)} revision(s) not applied: "
+                           f"{first}{more}", "run 'migrategate upgrade'"))
+    else:
+        checks.append(CheckResult("pending", True, f"none: at {', '.join(plan.target)}"))
+
+
+def _check_tables(conn: Any, settings: Settings, checks: List[CheckResult]) -> None:
+    from sqlalchemy import inspect
+
+    if not settings.expect_tables:
+        return
+    names = set(inspect(conn).get_table_names())
+    missing = [t for t in settings.expect_tables if t.rpartition(".")[2] not in names]
+    if missing:
+        checks.append(_bad("key-tables", f"missing: {', '.join(missing)} "
+                           f"({len(names)} tables exist)", "run 'migrategate upgrade'"))
+    else:
+        checks.append(CheckResult("key-tables", True,
+                                  f"present: {', '.join(settings.expect_tables)}"))
+
+
+def _check_schema_ahead(conn: Any, graph: Any, current: Any, checks: List[CheckResult]) -> None:
+    """Spot a half-applied revision: the next pending one's tables/columns already exist.
+
+    Happens after a failure on MySQL (DDL is not transactional) or in a revision
+    that commits part-way (autocommit blocks); a plain re-run then fails with
+    "already exists". Read from the revision's source, never executed.
+    """
+    from sqlalchemy import inspect
+
+    from .errors import UnknownRevision
+    from .plan import make_plan
+
+    if graph is None:
+        return
+    try:
+        plan = make_plan(graph, current, "heads")
+    except UnknownRevision:
+        return
+    if not plan.pending:
+        return
+    nxt = plan.pending[0]
+    tables, columns = created_objects(nxt.path)
+    insp = inspect(conn)
+    existing = set(insp.get_table_names())
+    found = [f"table {t}" for t in tables if t in existing]
+    for table, column in columns:
+        if table in existing and column in {c["name"] for c in insp.get_columns(table)}:
+            found.append(f"column {table}.{column}")
+    if found:
+        checks.append(_bad(
+            "half-applied", f"the next pending revision {nxt.id} creates {', '.join(found)}, "
+            "which already exist: it was partly applied before (non-transactional DDL or an "
+            "autocommit block), so a plain re-run will fail with 'already exists'",
+            f"compare the schema with {nxt.id}, then either drop what it created or "
+            f"'alembic stamp {nxt.id}' if it is complete"))
+
+
+def created_objects(path: str) -> Any:
+    """Literal ``op.create_table("t")`` and ``op.add_column("t", Column("c"))`` in upgrade()."""
+    import ast
+
+    tables: List[str] = []
+    columns: List[Any] = []
+    try:
+        with open(path, "rb") as fh:
+            tree = ast.parse(fh.read())
+    except (OSError, SyntaxError, ValueError):
+        return tables, columns
+    upgrade = next((n for n in tree.body
+                    if isinstance(n, ast.FunctionDef) and n.name == "upgrade"), None)
+    for node in ast.walk(upgrade) if upgrade is not None else ():
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        args = [a.value if isinstance(a, ast.Constant) else a for a in node.args]
+        if node.func.attr == "create_table" and args and isinstance(args[0], str):
+            tables.append(args[0])
+        elif node.func.attr == "add_column" and len(args) >= 2 and isinstance(args[0], str):
+            col = args[1]
+            if isinstance(col, ast.Call) and col.args and isinstance(col.args[0], ast.Constant):
+                columns.append((args[0], col.args[0].value))
+    return tables, columns
+
+
+def _check_redis_lock(settings: Settings, env: Mapping[str, str],
+                      checks: List[CheckResult]) -> None:
+    from .redisprobe import RedisError, inspect_key
+
+    url = settings.redis_url
+    key = "db_upgrade_lock"
+    if settings.preset:
+        from .presets import load_preset
+
+        preset = load_preset(settings.preset)
+        url = url or preset.redis_url(env)
+        key = getattr(preset, "REDIS_LOCK_KEY", key)
+    if not url:
+        return
+    where = mask_redis_url(url)
+    try:
+        state = inspect_key(url, key)
+    except RedisError as exc:
+        checks.append(_bad("redis-lock", f"could not inspect {where}: {exc}",
+                           "check REDIS_* settings; this check only matters for Dify's old "
+                           "'flask upgrade-db'"))
+        return
+    except ConfigError as exc:
+        checks.append(_bad("redis-lock", exc.message, exc.hint))
+        return
+    if not state.exists:
+        checks.append(CheckResult("redis-lock", True, f"no '{key}' key in {where}"))
+        return
+    ttl = "no expiry" if state.ttl is None else f"expires in {state.ttl} s"
+    checks.append(_bad(
+        "redis-lock", f"'{key}' exists in {where} ({ttl}): while it exists Dify's "
+        "'flask upgrade-db' prints 'Database migration skipped' and exits 0 without migrating",
+        f"delete it once no migration runs (redis-cli DEL {key}) and migrate with "
+        "'migrategate upgrade --preset dify', which does not use Redis"))
+
+
+def _finish(result: Result, started: float, failure: type) -> Result:
+    import time
+
+    result.seconds = time.monotonic() - started
+    bad = [c for c in result.checks if not c.ok]
+    if not bad:
+        result.message = f"all {len(result.checks)} checks passed"
+        return result
+    exc = failure(f"{len(bad)} of {len(result.checks)} checks failed: "
+                  + "; ".join(c.name for c in bad),
+                  "see the ✗ lines above for what to do")
+    result.outcome, result.exit_code, result.message = exc.outcome, exc.exit_code, exc.one_line()
+    exc.result = result  # type: ignore[attr-defined]
+    raise exc
+

@@ -31,5 +31,8 @@ def app_paths(settings: Settings) -> Iterator[None]:
 
 @contextlib.contextmanager
 def migration_environment(settings: Settings, config: "Config") -> Iterator[None]:
-    with app_paths(settings):
+    """Where env.py runs: app root on the path, and a Flask app context if env.py wants one."""
+    from .flaskapp import flask_context
+
+    with app_paths(settings), flask_context(settings, config):
         yield

@@ -178,6 +178,13 @@ def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -
             if opt.default not in (None, (), False):
                 sources[name] = "default"
 
+    if values.get("redis_url"):
+        from urllib.parse import unquote, urlsplit
+
+        redis_password = urlsplit(values["redis_url"]).password
+        if redis_password:
+            log.register_secret(redis_password)
+            log.register_secret(unquote(redis_password))
     password = _password(values, sources)
     url = None
     if values["database_url"]:
@@ -324,6 +331,19 @@ def _installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def mask_redis_url(url: str) -> str:
+    """redis://user:***@host:port/db — never the password."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:{log.MASK}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def default_application_name() -> str:

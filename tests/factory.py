@@ -1,0 +1,157 @@
+"""Write small Alembic projects for tests: a plain env.py and revisions from source snippets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+ENV_PY = '''
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+
+
+def run_migrations_online():
+    engine = engine_from_config(config.get_section(config.config_ini_section, {}),
+                                prefix="sqlalchemy.", poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=None{extra})
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+run_migrations_online()
+'''
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Rev:
+    id: str
+    down: Union[None, str, Tuple[str, ...]] = None
+    upgrade: str = "pass"
+    message: str = ""
+    header: str = ""  # extra module-level source (imports, computed ids ...)
+    raw: Optional[str] = None  # the whole file, verbatim (for broken files)
+
+
+def table_rev(rev_id: str, down: Union[None, str, Tuple[str, ...]], table: str) -> Rev:
+    return Rev(rev_id, down, f'op.create_table("{table}", sa.Column("id", sa.Integer, '
+                             f'primary_key=True), sa.Column("name", sa.String(50)))',
+               f"create {table}")
+
+
+def chain(n: int, prefix: str = "r") -> List[Rev]:
+    """n revisions, each creating table t<k>."""
+    revs: List[Rev] = []
+    for k in range(1, n + 1):
+        down = f"{prefix}{k - 1:03d}" if k > 1 else None
+        revs.append(table_rev(f"{prefix}{k:03d}", down, f"t{k}"))
+    return revs
+
+
+def write_project(root: Path, revisions: Sequence[Rev], env_extra: str = "") -> Path:
+    """``root/migrations`` with env.py and versions/; returns the migrations dir."""
+    mig = root / "migrations"
+    (mig / "versions").mkdir(parents=True, exist_ok=True)
+    (mig / "env.py").write_text(ENV_PY.replace("{extra}", env_extra))
+    for i, rev in enumerate(revisions):
+        (mig / "versions" / f"{i:04d}_{rev.id}.py").write_text(render(rev))
+    return mig
+
+
+def add_revision(mig: Path, rev: Rev, name: Optional[str] = None) -> None:
+    (mig / "versions" / (name or f"9999_{rev.id}.py")).write_text(render(rev))
+
+
+def render(rev: Rev) -> str:
+    if rev.raw is not None:
+        return rev.raw
+    body = textwrap.indent(textwrap.dedent(rev.upgrade).strip() or "pass", "    ")
+    return (
+        f'"""{rev.message or rev.id}\n\nRevision ID: {rev.id}\n"""\n'
+        "import sqlalchemy as sa\nfrom alembic import op\n"
+        f"{rev.header}\n\n"
+        f"revision = {rev.id!r}\n"
+        f"down_revision = {rev.down!r}\n"
+        "branch_labels = None\ndepends_on = None\n\n\n"
+        f"def upgrade():\n{body}\n\n\n"
+        "def downgrade():\n    pass\n"
+    )
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def cli_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MIGRATEGATE_") and k != "DATABASE_URL"}
+    env["PYTHONPATH"] = str(REPO / "src")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def migrategate(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120,
+                cwd: Optional[Path] = None) -> Run:
+    """Run the real CLI in a subprocess, as an operator (or a Pod) would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "migrategate", *args], capture_output=True, text=True,
+        env=cli_env(env), timeout=timeout, cwd=str(cwd) if cwd else None,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def spawn(*args: str, env: Optional[Dict[str, str]] = None) -> "subprocess.Popen[str]":
+    return subprocess.Popen(
+        [sys.executable, "-m", "migrategate", *args], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env=cli_env(env),
+    )
+
+
+def args_for(url: str, mig: Path, *more: str) -> List[str]:
+    return ["--database-url", url, "--migrations", str(mig), *more]
+
+
+def tables(url: str) -> List[str]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return sorted(sa.inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def versions(url: str) -> List[str]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return []
+            return sorted(r[0] for r in conn.execute(sa.text("SELECT version_num FROM "
+                                                             "alembic_version")))
+    finally:
+        engine.dispose()
+
+
+def flatten(items: Iterable[Iterable[str]]) -> List[str]:
+    return [x for it in items for x in it]

@@ -1,0 +1,294 @@
+"""upgrade/verify/status/wait against real PostgreSQL, MariaDB and SQLite."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from factory import (Rev, add_revision, args_for, chain, migrategate, spawn, table_rev, tables,
+                     versions, write_project)
+
+
+def test_upgrade_fresh_database_applies_every_revision_and_verifies(db_url, tmp_path):
+    mig = write_project(tmp_path, chain(3))
+
+    run = migrategate("upgrade", *args_for(db_url, mig, "--expect-table", "t3"))
+
+    assert run.code == 0, run.output
+    assert {"t1", "t2", "t3", "alembic_version"} <= set(tables(db_url))
+    assert versions(db_url) == ["r003"]
+    for k, rev in enumerate(["r001", "r002", "r003"], 1):
+        assert f"[{k}/3] {rev}  create t{k}" in run.stderr
+    assert "✓ table:t3: exists" in run.stdout
+    assert "verified:" in run.stdout
+
+
+def test_second_upgrade_is_a_verified_noop(db_url, tmp_path):
+    mig = write_project(tmp_path, chain(2))
+    assert migrategate("upgrade", *args_for(db_url, mig)).code == 0
+
+    run = migrategate("upgrade", *args_for(db_url, mig, "--json"))
+
+    assert run.code == 0, run.output
+    report = json.loads(run.stdout)
+    assert report["outcome"] == "up-to-date"
+    assert report["applied"] == []
+    assert all(c["ok"] for c in report["checks"])
+    assert "up to date at r002" in run.stderr
+
+
+def test_json_report_lists_applied_revisions_with_durations(db_url, tmp_path):
+    mig = write_project(tmp_path, chain(2))
+
+    run = migrategate("upgrade", *args_for(db_url, mig, "--json"))
+
+    report = json.loads(run.stdout)
+    assert report["exit_code"] == 0 and report["outcome"] == "verified"
+    assert report["from_revisions"] == [] and report["to_revisions"] == ["r002"]
+    assert [a["revision"] for a in report["applied"]] == ["r001", "r002"]
+    assert all(a["seconds"] >= 0 for a in report["applied"])
+    assert report["seconds"] > 0
+
+
+def test_verify_fails_on_empty_database_and_passes_after_upgrade(db_url, tmp_path):
+    mig = write_project(tmp_path, chain(2))
+
+    before = migrategate("verify", *args_for(db_url, mig))
+    assert before.code == 7, before.output
+    assert "✗ version-table" in before.stdout
+
+    assert migrategate("upgrade", *args_for(db_url, mig)).code == 0
+    after = migrategate("verify", *args_for(db_url, mig, "--expect-table", "t1"))
+    assert after.code == 0, after.output
+    missing = migrategate("verify", *args_for(db_url, mig, "--expect-table", "nope"))
+    assert missing.code == 7
+    assert "table nope is missing" in missing.output
+
+
+def test_broken_revision_exits_6_names_it_and_keeps_earlier_ones(db_url, tmp_path):
+    revs = chain(2) + [Rev("r003", "r002", """
+        op.create_table("half", sa.Column("id", sa.Integer, primary_key=True))
+        op.execute("SELECT * FROM table_that_does_not_exist")
+    """, "the broken one")]
+    mig = write_project(tmp_path, revs)
+
+    run = migrategate("upgrade", *args_for(db_url, mig, "--json"))
+
+    assert run.code == 6, run.output
+    report = json.loads(run.stdout)
+    assert report["failed_revision"] == "r003"
+    assert [a["revision"] for a in report["applied"]] == ["r001", "r002"]
+    assert "revision r003 (the broken one) failed" in run.stderr
+    assert versions(db_url) == ["r002"]
+    if not db_url.startswith("mysql"):
+        # transactional DDL: nothing of the failed revision is left behind
+        assert "half" not in tables(db_url)
+    else:
+        assert "not transactional" in run.stderr
+
+
+def test_status_shows_current_heads_pending_and_lock(db_url, tmp_path):
+    mig = write_project(tmp_path, chain(3))
+    assert migrategate("upgrade", *args_for(db_url, mig, "--to", "r001")).code == 0
+
+    run = migrategate("status", *args_for(db_url, mig, "--json"))
+
+    assert run.code == 0, run.output
+    report = json.loads(run.stdout)
+    assert report["from_revisions"] == ["r001"]
+    assert report["heads"] == ["r003"]
+    assert [p["revision"] for p in report["pending"]] == ["r002", "r003"]
+    assert report["pending"][0]["message"] == "create t2"
+    assert report["lock"]["held"] is False
+    human = migrategate("status", *args_for(db_url, mig))
+    assert "pending:  2" in human.stdout and "r003  create t3" in human.stdout
+
+
+def test_database_at_unknown_revision_exits_8(db_url, tmp_path):
+    mig = write_project(tmp_path, chain(3))
+    assert migrategate("upgrade", *args_for(db_url, mig)).code == 0
+    older = write_project(tmp_path / "old", chain(2))
+
+    run = migrategate("upgrade", *args_for(db_url, older))
+
+    assert run.code == 8, run.output
+    assert "r003" in run.stderr and "never downgrades" in run.stderr
+    assert migrategate("verify", *args_for(db_url, older)).code == 8
+    ahead = migrategate("verify", *args_for(db_url, older, "--allow-ahead"))
+    assert ahead.code == 0, ahead.output
+
+
+def test_multiple_heads_without_target_exit_9(db_url, tmp_path):
+    mig = write_project(tmp_path, [table_rev("a", None, "ta"), table_rev("b1", "a", "tb1"),
+                                   table_rev("b2", "a", "tb2")])
+
+    run = migrategate("upgrade", *args_for(db_url, mig))
+
+    assert run.code == 9, run.output
+    assert "2 heads" in run.stderr
+    assert "ta" not in tables(db_url)
+    both = migrategate("upgrade", *args_for(db_url, mig, "--to", "heads"))
+    assert both.code == 0, both.output
+    assert versions(db_url) == ["b1", "b2"]
+
+
+def test_branch_and_merge_apply_in_dependency_order(db_url, tmp_path):
+    mig = write_project(tmp_path, [
+        table_rev("a", None, "ta"), table_rev("b1", "a", "tb1"), table_rev("b2", "a", "tb2"),
+        Rev("m", ("b1", "b2"), "pass", "merge"), table_rev("c", "m", "tc"),
+    ])
+
+    run = migrategate("upgrade", *args_for(db_url, mig))
+
+    assert run.code == 0, run.output
+    assert versions(db_url) == ["c"]
+    assert "[5/5] c" in run.stderr
+
+
+def test_wait_times_out_with_exit_10_then_passes_after_upgrade(db_url, tmp_path):
+    mig = write_project(tmp_path, chain(1))
+
+    run = migrategate("wait", *args_for(db_url, mig, "--timeout", "1", "--interval", "0.2"))
+    assert run.code == 10, run.output
+    assert "schema not ready" in run.stderr
+
+    assert migrategate("upgrade", *args_for(db_url, mig)).code == 0
+    ok = migrategate("wait", *args_for(db_url, mig, "--timeout", "5"))
+    assert ok.code == 0, ok.output
+
+
+def test_wait_blocks_until_a_concurrent_upgrade_finishes(pg_url, tmp_path):
+    revs = [Rev("slow", None, 'op.execute("SELECT pg_sleep(2)")\n'
+                              'op.create_table("done", sa.Column("id", sa.Integer))', "slow")]
+    mig = write_project(tmp_path, revs)
+    waiter = spawn("wait", *args_for(pg_url, mig, "--timeout", "60", "--interval", "0.2"))
+    time.sleep(0.5)
+    assert waiter.poll() is None
+
+    up = migrategate("upgrade", *args_for(pg_url, mig))
+    out, err = waiter.communicate(timeout=30)
+
+    assert up.code == 0, up.output
+    assert waiter.returncode == 0, err
+
+
+def test_lock_held_by_another_session_exits_5_naming_the_holder(db_url, tmp_path):
+    mig = write_project(tmp_path, chain(1))
+    engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
+    with engine.connect() as holder:
+        if db_url.startswith("postgresql"):
+            holder.execute(sa.text("SET application_name = 'stuck-holder'"))
+            from migrategate.lock import pg_lock_key
+
+            holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": pg_lock_key("migrategate")})
+            expected = "app=stuck-holder"
+        elif db_url.startswith("mysql"):
+            name = "migrategate:" + sa.engine.make_url(db_url).database
+            holder.execute(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": name})
+            expected = "connection"
+        else:
+            import fcntl
+            import os
+
+            path = sa.engine.make_url(db_url).database + ".migrategate-lock"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.write(fd, b"pid 4242 on stuck-host since then")
+            expected = "pid 4242 on stuck-host"
+
+        run = migrategate("upgrade", *args_for(db_url, mig, "--lock-timeout", "1"))
+
+        assert run.code == 5, run.output
+        assert expected in run.stderr
+        assert "t1" not in tables(db_url)
+        status = migrategate("status", *args_for(db_url, mig, "--json"))
+        assert json.loads(status.stdout)["lock"]["held"] is True
+    engine.dispose()
+    after = migrategate("upgrade", *args_for(db_url, mig, "--lock-timeout", "5"))
+    assert after.code == 0, after.output
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_wrong_password_exits_4_fast_and_never_prints_it(kind, request, tmp_path):
+    url = request.getfixturevalue("pg_url" if kind == "postgresql" else "mariadb_url")
+    secret = "Wr0ng-S3cret%pass"
+    bad = sa.engine.make_url(url).set(password=secret).render_as_string(hide_password=False)
+    mig = write_project(tmp_path, chain(1))
+    start = time.monotonic()
+
+    run = migrategate("upgrade", *args_for(bad, mig, "--json"))
+
+    assert run.code == 4, run.output
+    assert time.monotonic() - start < 15
+    assert "authentication failed" in run.stderr
+    assert secret not in run.output
+    assert "Wr0ng-S3cret%25pass" not in run.output
+    assert json.loads(run.stdout)["outcome"] == "auth-failed"
+
+
+def test_password_file_supplies_the_password(pg_url, tmp_path):
+    url = sa.engine.make_url(pg_url)
+    pw = tmp_path / "pw"
+    pw.write_text(url.password + "\n")
+    bare = url.set(password=None).render_as_string(hide_password=False)
+    mig = write_project(tmp_path, chain(1))
+
+    run = migrategate("upgrade", "--password-file", str(pw), *args_for(bare, mig))
+
+    assert run.code == 0, run.output
+    assert url.password not in run.output
+
+
+def test_nothing_listening_exits_3_after_connect_timeout(tmp_path):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    mig = write_project(tmp_path, chain(1))
+    start = time.monotonic()
+
+    run = migrategate("upgrade", *args_for(f"postgresql://u:p@127.0.0.1:{port}/db", mig,
+                                           "--connect-timeout", "2"))
+
+    assert run.code == 3, run.output
+    assert time.monotonic() - start >= 2
+    assert "unreachable after" in run.stderr
+    assert "connection refused" in run.stderr.lower() or "connect" in run.stderr.lower()
+
+
+def test_sixteen_runners_at_once_apply_each_revision_exactly_once(pg_url, tmp_path):
+    revs = [Rev("log", None, 'op.create_table("applied", sa.Column("rev", sa.String(20)))\n'
+                             'op.execute("INSERT INTO applied VALUES (\'log\')")', "log table")]
+    for k in range(1, 8):
+        down = "log" if k == 1 else f"s{k - 1}"
+        revs.append(Rev(f"s{k}", down, f'op.create_table("s{k}", sa.Column("id", sa.Integer))\n'
+                                       f'op.execute("INSERT INTO applied VALUES (\'s{k}\')")'))
+    mig = write_project(tmp_path, revs)
+
+    runners = [spawn("upgrade", *args_for(pg_url, mig)) for _ in range(16)]
+    results = [(p.wait(timeout=120), p.communicate()) for p in runners]
+
+    assert all(code == 0 for code, _ in results), [err for _, (_, err) in results]
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        rows = [r[0] for r in conn.execute(sa.text("SELECT rev FROM applied"))]
+    engine.dispose()
+    assert sorted(rows) == sorted(["log"] + [f"s{k}" for k in range(1, 8)])
+    assert versions(pg_url) == ["s7"]
+
+
+def test_added_revision_is_applied_on_next_run(db_url, tmp_path):
+    mig = write_project(tmp_path, chain(2))
+    assert migrategate("upgrade", *args_for(db_url, mig)).code == 0
+    add_revision(mig, table_rev("r003", "r002", "t3"))
+
+    run = migrategate("upgrade", *args_for(db_url, mig))
+
+    assert run.code == 0, run.output
+    assert "[1/1] r003" in run.stderr
+    assert versions(db_url) == ["r003"]
