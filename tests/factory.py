@@ -155,3 +155,12 @@ def versions(url: str) -> List[str]:
 
 def flatten(items: Iterable[Iterable[str]]) -> List[str]:
     return [x for it in items for x in it]
+
+
+def bare_url(url: str) -> str:
+    """The URL without its password (``URL.set(password=None)`` keeps it)."""
+    import sqlalchemy as sa
+
+    u = sa.engine.make_url(url)
+    return sa.engine.URL.create(u.drivername, u.username, None, u.host, u.port, u.database,
+                                u.query).render_as_string(hide_password=False)

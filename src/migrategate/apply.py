@@ -49,7 +49,9 @@ class Applied:
         return d
 
 
-NON_TRANSACTIONAL_DDL = ("mysql", "mariadb")
+# Alembic runs DDL outside transactions on these (MySQL commits DDL implicitly; pysqlite
+# never issues BEGIN before DDL), so a failed revision may leave objects behind.
+NON_TRANSACTIONAL_DDL = ("mysql", "mariadb", "sqlite")
 
 
 class _Progress:

@@ -294,7 +294,7 @@ def _finish(result: Result, started: float, failure: type) -> Result:
         return result
     exc = failure(f"{len(bad)} of {len(result.checks)} checks failed: "
                   + "; ".join(c.name for c in bad),
-                  "see the ✗ lines above for what to do")
+                  "each ✗ line says what to do")
     result.outcome, result.exit_code, result.message = exc.outcome, exc.exit_code, exc.one_line()
     exc.result = result  # type: ignore[attr-defined]
     raise exc

@@ -167,7 +167,8 @@ def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -
     if preset:
         from .presets import load_preset
 
-        for name, (value, source) in load_preset(preset).defaults(env).items():
+        given = frozenset(values)
+        for name, (value, source) in load_preset(preset).defaults(env, given).items():
             if name not in values:
                 values[name] = value
                 sources[name] = source
