@@ -26,7 +26,10 @@ def register_secret(value: Optional[str]) -> None:
     if not value:
         return
     with _lock:
-        for form in {value, quote(value, safe=""), quote_plus(value)}:
+        # as typed, URL-quoted, and %-doubled (configparser values, pyformat SQL in errors)
+        forms = {value, quote(value, safe=""), quote_plus(value)}
+        forms |= {f.replace("%", "%%") for f in forms}
+        for form in forms:
             if form and form not in _secrets:
                 _secrets.append(form)
         # longest first, so a secret that contains another is masked whole

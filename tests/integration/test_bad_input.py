@@ -130,8 +130,8 @@ def secret_pg(postgres_server, pg_url):
 
 def test_secret_never_appears_in_any_output(secret_pg, tmp_path):
     good = write_project(tmp_path / "good", chain(2))
-    broken = write_project(tmp_path / "broken", chain(1) + [
-        Rev("boom", "r001", f"op.execute(\"SELECT '{SECRET}' FROM nowhere\")")])
+    broken = write_project(tmp_path / "broken", chain(2) + [
+        Rev("boom", "r002", f"op.execute(\"SELECT '{SECRET}' FROM nowhere\")")])
     wrong = sa.engine.make_url(secret_pg).set(password=SECRET + "x").render_as_string(
         hide_password=False)
     pwfile = tmp_path / "pw"
