@@ -21,8 +21,8 @@ from factory import Rev, add_revision, args_for, chain, migrategate, spawn, tabl
 pytestmark = pytest.mark.slow
 
 
-def _engine(url):
-    return sa.create_engine(url, poolclass=sa.pool.NullPool)
+def _engine(url, **kw):
+    return sa.create_engine(url, poolclass=sa.pool.NullPool, **kw)
 
 
 def _long_chain(n=24):
@@ -93,7 +93,7 @@ def test_kill_9_anywhere_then_rerun_converges_to_the_clean_schema(pg_url, new_pg
 
 
 def _backend_pid(url, app_prefix="migrategate:", wait_for="pg_sleep"):
-    engine = _engine(url)
+    engine = _engine(url, isolation_level="AUTOCOMMIT")  # pg_stat_activity is per-transaction
     try:
         with engine.connect() as conn:
             for _ in range(200):
