@@ -164,8 +164,10 @@ def test_sigterm_during_long_revision_rolls_back_and_exits_143(db_url, tmp_path,
     # the lock was released: an immediate re-run does not wait for it
     again = migrategate("status", *args_for(db_url, mig, "--json"))
     assert json.loads(again.stdout)["lock"]["held"] is False
+    kept = ("revision rolled back" if db_url.startswith("postgresql") else
+            "its DDL before the signal stays and the message says so; alembic_version unchanged")
     reliability(f"SIGTERM during a 30 s revision ({db_url.split(':')[0]})", 1,
-                f"exit 143 after {took:.2f} s, revision rolled back, lock free")
+                f"exit 143 after {took:.2f} s, {kept}, lock free")
 
 
 def test_stuck_holder_blocks_until_timeout_and_runner_proceeds_when_it_dies(pg_url, tmp_path,
