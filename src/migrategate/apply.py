@@ -264,7 +264,11 @@ def _translate(exc: BaseException, progress: _Progress, settings: Settings,
         return MigrationFailed(f"{label} failed: {reason}", hint, revision=failing)
 
     # Nothing was running: the failure came from env.py, loading scripts or connecting.
-    if isinstance(exc, (SyntaxError, ImportError)):
+    if isinstance(exc, SyntaxError):
+        return ConfigError(
+            f"revision file {exc.filename} has a syntax error at line {exc.lineno}: {exc.msg}",
+            "fix the file; nothing was applied")
+    if isinstance(exc, ImportError):
         return ConfigError(
             f"loading the migrations failed: {type(exc).__name__}: {reason}",
             "fix the file or put the app's source root on the path (--app-root DIR); "

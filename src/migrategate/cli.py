@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--pg-lock-timeout", metavar="S",
                     help="PostgreSQL lock_timeout for migration statements: fail fast instead "
                          "of queueing app traffic behind a blocked ALTER")
+    up.add_argument("--allow-ahead", action="store_true", default=None,
+                    help="exit 0 without migrating when the database is at a revision newer "
+                         "than these scripts (a rollback to an older image)")
     expect(up)
 
     ve = add("verify", "check the database is at the scripts' head(s); no changes")

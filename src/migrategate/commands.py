@@ -105,7 +105,10 @@ def upgrade(settings: Settings, writer: Writer = default_writer) -> Result:
 def _upgrade_locked(settings: Settings, writer: Writer, guard: SignalGuard,
                     conn: "Connection", graph: Graph, result: Result) -> None:
     current = read_current(conn, settings.version_table, settings.version_table_schema)
-    plan = make_plan(graph, current, settings.target)
+    plan = make_plan(graph, current, settings.target, allow_ahead=settings.allow_ahead)
+    if plan.unknown:
+        writer.warn(f"the database is at {', '.join(plan.unknown)}, newer than these scripts "
+                    f"(heads {', '.join(graph.heads)}); --allow-ahead: nothing to apply")
     result.from_revisions = list(plan.current)
     result.to_revisions = list(plan.target)
     result.pending = [{"revision": r.id, "message": r.message} for r in plan.pending]
@@ -122,7 +125,8 @@ def _upgrade_locked(settings: Settings, writer: Writer, guard: SignalGuard,
     else:
         writer.info(f"database is up to date at {', '.join(plan.target)}")
     checks, _ = run_checks(conn, graph, settings.target, settings.expect_tables,
-                           settings.version_table, settings.version_table_schema)
+                           settings.version_table, settings.version_table_schema,
+                           allow_ahead=settings.allow_ahead)
     result.checks = checks
     bad = failed(checks)
     if bad:
@@ -131,7 +135,7 @@ def _upgrade_locked(settings: Settings, writer: Writer, guard: SignalGuard,
             "env.py may not run migrations online, or an expected table is not created by "
             "these migrations; run 'migrategate status'",
         )
-    result.outcome = "verified" if plan.pending else "up-to-date"
+    result.outcome = "ahead" if plan.unknown else ("verified" if plan.pending else "up-to-date")
     result.message = (
         f"{result.database} at {', '.join(plan.target)}"
         f" ({len(result.applied)} revision(s) applied)"

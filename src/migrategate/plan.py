@@ -71,5 +71,9 @@ def make_plan(graph: Graph, current: Optional[Tuple[str, ...]], target_spec: Opt
             f"{', '.join(target)}",
             "migrategate never downgrades; use 'alembic downgrade' deliberately if you must",
         )
+    if unknown:
+        # Ahead of these scripts (allow_ahead): we can't tell what the database has,
+        # so nothing is pending from our side — never re-queue revisions.
+        return Plan(tuple(current_revs), target, [], current is not None, unknown)
     pending = graph.ordered(wanted - done)
     return Plan(tuple(current_revs), target, pending, current is not None, unknown)

@@ -120,6 +120,10 @@ def test_database_at_unknown_revision_exits_8(db_url, tmp_path):
     assert migrategate("verify", *args_for(db_url, older)).code == 8
     ahead = migrategate("verify", *args_for(db_url, older, "--allow-ahead"))
     assert ahead.code == 0, ahead.output
+    rollback = migrategate("upgrade", *args_for(db_url, older, "--allow-ahead", "--json"))
+    assert rollback.code == 0, rollback.output
+    assert json.loads(rollback.stdout)["outcome"] == "ahead"
+    assert versions(db_url) == ["r003"]  # nothing re-applied, nothing downgraded
 
 
 def test_multiple_heads_without_target_exit_9(db_url, tmp_path):

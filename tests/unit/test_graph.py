@@ -47,7 +47,8 @@ def test_pending_is_ordered_parents_first(tmp_path):
     ([], "no revisions"),
     ([table_rev("a", None, "t"), table_rev("a", None, "u")], "duplicate revision id 'a'"),
     ([table_rev("a", "ghost", "t")], "'ghost', which does not exist"),
-    ([Rev("a", raw="revision = 'a'\ndown_revision = None\ndef upgrade(:\n")], "syntax error"),
+    ([Rev("a", raw="revision = 'a'\ndown_revision = None\nx = (\n")], "syntax error"),
+    ([Rev("a", None), Rev("b", "c"), Rev("c", "b")], "cycle"),
 ])
 def test_broken_histories_are_config_errors(tmp_path, revs, needle):
     mig = write_project(tmp_path, revs)
