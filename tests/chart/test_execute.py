@@ -9,6 +9,7 @@ holds tests/chart/fixtures/migrations at the path the values name.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -295,3 +296,26 @@ def test_dify_example_runs(helm: Helm, pg_url: str, tmp_path: Path) -> None:
 def test_dify_values_file_is_plain_yaml() -> None:
     data = yaml.safe_load(DIFY_VALUES.read_text())
     assert data["preset"] == "dify"
+
+
+@pytest.mark.skipif(not os.environ.get("MIGRATEGATE_DIFY_API"),
+                    reason="set MIGRATEGATE_DIFY_API to a real Dify api/ directory (not shipped)")
+def test_dify_example_migrates_real_dify_to_head(helm: Helm, pg_url: str, tmp_path: Path) -> None:
+    """The issue's acceptance run: examples/dify/values.yaml's Job with Dify's real api/
+    (its migrations and models) mounted at /app/api, against an empty PostgreSQL."""
+    api = Path(os.environ["MIGRATEGATE_DIFY_API"])
+    url = make_url(pg_url)
+    db_secret = {"apiVersion": "v1", "kind": "Secret",
+                 "metadata": {"name": "dify-postgresql", "namespace": "apps"},
+                 "stringData": {"postgres-password": url.password or ""}}
+    docs = helm.template(files=[DIFY_VALUES])
+    pod = make_pod(docs, one(docs, "Job"), tmp_path, at="/app/api", migrations=api,
+                   extra_objects=[db_secret])
+    out = pod.run("migrate", env={"DB_HOST": url.host, "DB_PORT": str(url.port),
+                                  "DB_USERNAME": url.username, "DB_DATABASE": url.database},
+                  timeout=600)
+    assert_verified(out)
+    again = pod.run("migrate", env={"DB_HOST": url.host, "DB_PORT": str(url.port),
+                                    "DB_USERNAME": url.username, "DB_DATABASE": url.database})
+    assert_verified(again)
+    assert "accounts" in tables(pg_url)
