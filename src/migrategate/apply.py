@@ -197,7 +197,7 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, writer: Writer
 
     # An instance attribute, not a subclass: alembic.context proxies the methods of
     # the exact EnvironmentContext class, reading them off the instance on __enter__.
-    env.configure = configure  # type: ignore[method-assign]
+    env.configure = configure  # type: ignore[method-assign,assignment]
 
     try:
         with _libpq_env(settings), env:
@@ -247,7 +247,7 @@ def _translate(exc: BaseException, progress: _Progress, settings: Settings,
         message = progress.messages.get(failing, "")
         label = f"revision {failing}" + (f" ({message})" if message else "")
         if transactional:
-            rolled = f"its transaction was rolled back, nothing of it is applied"
+            rolled = "its transaction was rolled back, nothing of it is applied"
             if lost:
                 rolled += f"; {len(lost)} more uncommitted revision(s) rolled back too"
             hint = (f"{rolled}; {committed} revision(s) before it are committed. "

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
 
 from .checks import CheckResult, failed, run_checks
 from .connect import connect, make_engine
@@ -189,6 +189,10 @@ def wait(settings: Settings, writer: Writer = default_writer,
     result = Result("wait", database=settings.masked_url)
     deadline = started + settings.timeout
     with _reporting(result, started), SignalGuard():
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from .connect import describe
+
         graph = _graph(settings)
         result.heads = list(graph.heads)
         engine = make_engine(settings)
@@ -218,12 +222,12 @@ def wait(settings: Settings, writer: Writer = default_writer,
                     raise  # waiting won't fix these
                 except MigrategateError as exc:  # unreachable: keep waiting until the deadline
                     state = exc.one_line()
-                    conn = _drop(conn)
-                except _db_errors() as exc:
-                    from .connect import describe
-
+                    _drop(conn)
+                    conn = None
+                except (SQLAlchemyError, OSError) as exc:  # connection lost: reconnect
                     state = f"database error: {describe(exc)}"
-                    conn = _drop(conn)
+                    _drop(conn)
+                    conn = None
                 now = clock()
                 if now >= deadline:
                     raise WaitTimeout(
@@ -239,17 +243,10 @@ def wait(settings: Settings, writer: Writer = default_writer,
             engine.dispose()
 
 
-def _db_errors() -> Tuple[type, ...]:
-    from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-
-    return (DBAPIError, SQLAlchemyError, OSError)
-
-
 def _drop(conn: Optional["Connection"]) -> None:
     if conn is not None:
         with contextlib.suppress(Exception):  # already broken
             conn.close()
-    return None
 
 
 def _with_timeout(settings: Settings, seconds: float) -> Settings:

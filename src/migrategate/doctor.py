@@ -9,7 +9,7 @@ because the useful answer is usually the combination (e.g. "no tables" plus
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, List, Mapping, Optional
 
 from .checks import CheckResult
 from .errors import (
@@ -103,7 +103,7 @@ def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
                     writer: Writer) -> Optional[type]:
     from .connect import connect, make_engine
     from .lock import lock_for
-    from .plan import make_plan, read_current
+    from .plan import read_current
 
     quick = dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, 10.0))
     engine = make_engine(quick)

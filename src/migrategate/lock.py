@@ -186,8 +186,8 @@ class SQLiteFileLock(MigrationLock):
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                text = os.read(fd, 200).decode(errors="replace").strip()
-                return text or "another process"
+                who = os.read(fd, 200).decode(errors="replace").strip()
+                return who or "another process"
             fcntl.flock(fd, fcntl.LOCK_UN)
             return None
         finally:
@@ -223,9 +223,9 @@ def acquire(
         now = clock()
         waited = now - start
         if waited >= timeout:
-            holder = lock.holder() or "a session that has just released it"
+            who = lock.holder() or "a session that has just released it"
             raise LockTimeout(
-                f'lock "{lock.name}" held by {holder} for {waited:.0f} s; '
+                f'lock "{lock.name}" held by {who} for {waited:.0f} s; '
                 "another migration is running or stuck",
                 "see 'migrategate status'; the lock is freed when the holder's session ends, "
                 "or raise --lock-timeout",

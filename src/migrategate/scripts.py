@@ -14,7 +14,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from .errors import AmbiguousTarget, ConfigError
 from .settings import Settings
@@ -345,6 +345,7 @@ def graph_from_script(script: "ScriptDirectory") -> Graph:
         if "present more than once" in str(w.message):
             raise ConfigError(f"duplicate revision id: {w.message}",
                               "give each revision file a unique 'revision'")
+    sc: Any
     for sc in scripts:
         if sc is None:
             continue

@@ -316,9 +316,9 @@ def _with_installed_driver(url: "URL", where: str) -> "URL":
             f"{url.drivername!r}",
             "use postgresql://, mysql://, mariadb:// or sqlite:///",
         ) from None
-    loader = getattr(dialect_cls, "import_dbapi", None) or getattr(dialect_cls, "dbapi")
+    loader = getattr(dialect_cls, "import_dbapi", None) or dialect_cls.dbapi
     try:
-        loader()
+        loader()  # type: ignore[operator,misc]
     except ImportError as exc:
         raise ConfigError(
             f"the driver for {url.drivername!r} is not installed ({exc})",

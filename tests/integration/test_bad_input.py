@@ -3,8 +3,6 @@ And secrets: a distinctive password appears in no output, report or termination 
 
 from __future__ import annotations
 
-import json
-import os
 
 import pytest
 import sqlalchemy as sa

@@ -7,7 +7,6 @@ can be summarised in docs/reliability.md.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import threading

@@ -7,7 +7,7 @@ import pytest
 from factory import Rev, chain, table_rev, write_project
 from migrategate.errors import AmbiguousTarget, ConfigError, UnknownRevision
 from migrategate.plan import make_plan
-from migrategate.scripts import graph_from_script, load_graph, make_config, _script_directory
+from migrategate.scripts import load_graph, make_config
 from migrategate.settings import Settings
 
 
