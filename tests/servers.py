@@ -211,7 +211,8 @@ def start_mariadb(base: Path) -> Server:
          f"--pid-file={base / 'mariadb.pid'}", f"--init-file={init}", "--max-connections=300",
          "--innodb-flush-log-at-trx-commit=0", "--skip-log-bin", "--innodb-buffer-pool-size=64M"],
         stdout=logfh, stderr=subprocess.STDOUT)
-    server = Server("mariadb", "127.0.0.1", port, "test", MARIADB_PASSWORD, proc, log, base, "mysql")
+    server = Server("mariadb", "127.0.0.1", port, "test", MARIADB_PASSWORD, proc, log, base,
+                    "mysql")
     _wait_port(port, proc, log)
     _wait_sql(server)
     return server

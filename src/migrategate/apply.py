@@ -1,7 +1,8 @@
 """Run the plan through Alembic's own machinery, with per-revision progress.
 
 We don't edit the user's env.py. Instead, Alembic's ``context`` proxy sends
-env.py's ``context.configure(...)`` to a wrapper of ours, which adds a progress callback, defaults ``transaction_per_migration=True``
+env.py's ``context.configure(...)`` to a wrapper of ours, which adds a progress
+callback, defaults ``transaction_per_migration=True``
 (one transaction per revision, like Flyway: a failure loses only that
 revision), and learns env.py's connection so a signal can cancel its statement.
 

@@ -83,7 +83,8 @@ def real_app(spec: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"cannot import the Flask app module {module_name!r}: {exc}",
-                          "check --app-root and that the app's dependencies are installed") from None
+                          "check --app-root and that the app's dependencies are installed",
+                          ) from None
     target = getattr(module, attr or "create_app", None) or getattr(module, "app", None)
     if target is None:
         raise ConfigError(f"{module_name} has no {attr or 'create_app'}")

@@ -64,7 +64,8 @@ OPTIONS: Dict[str, Option] = {
         Option("version_table", "str", "alembic_version"),
         Option("version_table_schema", "str"),
         Option("allow_ahead", "bool", False),
-        Option("timeout", "seconds", 600.0, env=("MIGRATEGATE_WAIT_TIMEOUT", "MIGRATEGATE_TIMEOUT")),
+        Option("timeout", "seconds", 600.0,
+               env=("MIGRATEGATE_WAIT_TIMEOUT", "MIGRATEGATE_TIMEOUT")),
         Option("interval", "seconds", 2.0, env=("MIGRATEGATE_WAIT_INTERVAL",
                                                 "MIGRATEGATE_INTERVAL")),
         Option("application_name", "str"),
@@ -285,7 +286,8 @@ _DRIVER_PREFERENCE = {
     # What app images actually ship first (Dify uses psycopg2), then the rest.
     "postgresql": (("psycopg2", "psycopg2"), ("psycopg", "psycopg"), ("pg8000", "pg8000"),
                    ("asyncpg", None)),
-    "mysql": (("pymysql", "pymysql"), ("MySQLdb", "mysqldb"), ("mysql.connector", "mysqlconnector")),
+    "mysql": (("pymysql", "pymysql"), ("MySQLdb", "mysqldb"),
+              ("mysql.connector", "mysqlconnector")),
     "mariadb": (("pymysql", "pymysql"), ("MySQLdb", "mysqldb"), ("mariadb", "mariadbconnector")),
 }
 

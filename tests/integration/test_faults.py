@@ -15,7 +15,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from factory import Rev, add_revision, args_for, chain, migrategate, spawn, tables, versions, write_project
+from factory import (Rev, add_revision, args_for, chain, migrategate, spawn, tables, versions,
+                     write_project)
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from factory import (Rev, bare_url, add_revision, args_for, chain, migrategate, spawn, table_rev, tables,
-                     versions, write_project)
+from factory import (Rev, add_revision, args_for, bare_url, chain, migrategate, spawn,
+                     table_rev, tables, versions, write_project)
 
 
 def test_upgrade_fresh_database_applies_every_revision_and_verifies(db_url, tmp_path):
@@ -188,7 +188,8 @@ def test_lock_held_by_another_session_exits_5_naming_the_holder(db_url, tmp_path
             holder.execute(sa.text("SET application_name = 'stuck-holder'"))
             from migrategate.lock import pg_lock_key
 
-            holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": pg_lock_key("migrategate")})
+            holder.execute(sa.text("SELECT pg_advisory_lock(:k)"),
+                           {"k": pg_lock_key("migrategate")})
             expected = "app=stuck-holder"
         elif db_url.startswith("mysql"):
             name = "migrategate:" + sa.engine.make_url(db_url).database
