@@ -57,6 +57,29 @@ def chain(n: int, prefix: str = "r") -> List[Rev]:
     return revs
 
 
+def logged_chain(n: int) -> List[Rev]:
+    """A table ``applied`` plus n revisions that each record themselves in it once applied,
+    so a test can count how often each revision really ran."""
+    revs = [Rev("log", None, 'op.create_table("applied", sa.Column("rev", sa.String(20)))\n'
+                             "op.execute(\"INSERT INTO applied VALUES ('log')\")", "log table")]
+    for k in range(1, n + 1):
+        down = "log" if k == 1 else f"s{k - 1}"
+        revs.append(Rev(f"s{k}", down, f'op.create_table("s{k}", sa.Column("id", sa.Integer))\n'
+                                       f"op.execute(\"INSERT INTO applied VALUES ('s{k}')\")"))
+    return revs
+
+
+def applied_rows(url: str) -> List[str]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return sorted(r[0] for r in conn.execute(sa.text("SELECT rev FROM applied")))
+    finally:
+        engine.dispose()
+
+
 def write_project(root: Path, revisions: Sequence[Rev], env_extra: str = "") -> Path:
     """``root/migrations`` with env.py and versions/; returns the migrations dir."""
     mig = root / "migrations"

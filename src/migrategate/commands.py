@@ -24,7 +24,7 @@ from .errors import (
 )
 from .lock import acquire, lock_for
 from .log import Writer, default_writer
-from .plan import make_plan, read_current
+from .plan import Plan, make_plan, read_current
 from .report import Result
 from .runtime import app_paths, migration_environment
 from .scripts import Graph, load_graph, make_config
@@ -109,9 +109,7 @@ def _upgrade_locked(settings: Settings, writer: Writer, guard: SignalGuard,
     if plan.unknown:
         writer.warn(f"the database is at {', '.join(plan.unknown)}, newer than these scripts "
                     f"(heads {', '.join(graph.heads)}); --allow-ahead: nothing to apply")
-    result.from_revisions = list(plan.current)
-    result.to_revisions = list(plan.target)
-    result.pending = [{"revision": r.id, "message": r.message} for r in plan.pending]
+    _fill_plan(result, plan)
     if plan.pending:
         writer.info(
             f"{len(plan.pending)} revision(s) to apply: "
@@ -173,9 +171,13 @@ def _checks(conn: "Connection", graph: Graph, settings: Settings):  # type: igno
 def _fill(result: Result, checks: List[CheckResult], plan) -> None:  # type: ignore[no-untyped-def]
     result.checks = checks
     if plan is not None:
-        result.from_revisions = list(plan.current)
-        result.to_revisions = list(plan.target)
-        result.pending = [{"revision": r.id, "message": r.message} for r in plan.pending]
+        _fill_plan(result, plan)
+
+
+def _fill_plan(result: Result, plan: Plan) -> None:
+    result.from_revisions = list(plan.current)
+    result.to_revisions = list(plan.target)
+    result.pending = [{"revision": r.id, "message": r.message} for r in plan.pending]
 
 
 # --------------------------------------------------------------------------- wait
@@ -269,9 +271,7 @@ def status(settings: Settings, writer: Writer = default_writer) -> Result:
             plan = make_plan(graph, current, "heads", allow_ahead=True)
             lock = lock_for(conn, settings.lock_name)
             holder = lock.holder()
-        result.from_revisions = list(plan.current)
-        result.to_revisions = list(plan.target)
-        result.pending = [{"revision": r.id, "message": r.message} for r in plan.pending]
+        _fill_plan(result, plan)
         result.extra["version_table_exists"] = current is not None
         result.extra["unknown_revisions"] = list(plan.unknown)
         result.lock = {"name": lock.name, "kind": lock.kind, "held": holder is not None,

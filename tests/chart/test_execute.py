@@ -24,7 +24,7 @@ from chartlib import DIFY_VALUES, FIXTURES, ROOT, Helm, by_kind, merge, one, val
 from podsim import Outcome, Pod, pod_spec_of
 
 MIGRATIONS = FIXTURES / "migrations"
-BROKEN = FIXTURES / "migrations_broken"
+BROKEN_REVISION = FIXTURES / "c003_broken.py"  # replaces c003_invoices.py
 IN_POD = "/app/migrations"
 TABLES = {"customers", "orders", "invoices"}
 
@@ -133,7 +133,11 @@ def test_job_rerun_is_a_verified_noop(helm: Helm, pg_url: str, tmp_path: Path) -
 def test_broken_revision_fails_the_job(helm: Helm, pg_url: str, tmp_path: Path) -> None:
     docs = helm.template(values=db_values(pg_url))
     job = one(docs, "Job")
-    out = make_pod(docs, job, tmp_path, migrations=BROKEN).run("migrate")
+    broken = tmp_path / "broken-migrations"
+    shutil.copytree(MIGRATIONS, broken, ignore=shutil.ignore_patterns("__pycache__"))
+    (broken / "versions" / "c003_invoices.py").unlink()
+    shutil.copy(BROKEN_REVISION, broken / "versions" / "c003_broken.py")
+    out = make_pod(docs, job, tmp_path, migrations=broken).run("migrate")
     assert out.exit_code == 6, out
     assert out.exit_code in fail_job_codes(job), "no retries of a deterministic failure"
     assert "c003" in out.termination_message, out

@@ -15,8 +15,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from factory import (Rev, add_revision, args_for, chain, migrategate, spawn, tables, versions,
-                     write_project)
+from factory import (Rev, add_revision, applied_rows, args_for, chain, logged_chain,
+                     migrategate, spawn, tables, versions, write_project)
 
 pytestmark = pytest.mark.slow
 
@@ -260,13 +260,7 @@ def test_database_that_starts_late_is_waited_for(late_postgres, tmp_path, reliab
 
 
 def test_32_runners_and_32_gates_on_one_postgres(pg_url, tmp_path, reliability):
-    revs = [Rev("log", None, 'op.create_table("applied", sa.Column("rev", sa.String(20)))\n'
-                             "op.execute(\"INSERT INTO applied VALUES ('log')\")", "log")]
-    for k in range(1, 11):
-        down = "log" if k == 1 else f"s{k - 1}"
-        revs.append(Rev(f"s{k}", down, f'op.create_table("s{k}", sa.Column("id", sa.Integer))\n'
-                                       f"op.execute(\"INSERT INTO applied VALUES ('s{k}')\")"))
-    mig = write_project(tmp_path, revs)
+    mig = write_project(tmp_path, logged_chain(10))
     peak = {"n": 0}
     stop = threading.Event()
     dbname = sa.engine.make_url(pg_url).database
@@ -293,11 +287,7 @@ def test_32_runners_and_32_gates_on_one_postgres(pg_url, tmp_path, reliability):
     errs = [p.communicate()[1] for p in runners + gates]
 
     assert codes == [0] * 64, [e for c, e in zip(codes, errs) if c][:3]
-    engine = _engine(pg_url)
-    with engine.connect() as conn:
-        rows = sorted(r[0] for r in conn.execute(sa.text("SELECT rev FROM applied")))
-    engine.dispose()
-    assert rows == sorted(["log"] + [f"s{k}" for k in range(1, 11)])
+    assert applied_rows(pg_url) == sorted(["log"] + [f"s{k}" for k in range(1, 11)])
     assert peak["n"] <= 32 * 2 + 32
     reliability("32 upgrade runners + 32 wait gates, one PostgreSQL", 64,
                 f"all exit 0, each revision applied once, peak connections {peak['n']} "

@@ -8,8 +8,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from factory import (Rev, add_revision, args_for, bare_url, chain, migrategate, spawn,
-                     table_rev, tables, versions, write_project)
+from factory import (Rev, add_revision, applied_rows, args_for, bare_url, chain,
+                     logged_chain, migrategate, spawn, table_rev, tables, versions, write_project)
 
 
 def test_upgrade_fresh_database_applies_every_revision_and_verifies(db_url, tmp_path):
@@ -270,23 +270,13 @@ def test_nothing_listening_exits_3_after_connect_timeout(tmp_path):
 
 
 def test_sixteen_runners_at_once_apply_each_revision_exactly_once(pg_url, tmp_path):
-    revs = [Rev("log", None, 'op.create_table("applied", sa.Column("rev", sa.String(20)))\n'
-                             'op.execute("INSERT INTO applied VALUES (\'log\')")', "log table")]
-    for k in range(1, 8):
-        down = "log" if k == 1 else f"s{k - 1}"
-        revs.append(Rev(f"s{k}", down, f'op.create_table("s{k}", sa.Column("id", sa.Integer))\n'
-                                       f'op.execute("INSERT INTO applied VALUES (\'s{k}\')")'))
-    mig = write_project(tmp_path, revs)
+    mig = write_project(tmp_path, logged_chain(7))
 
     runners = [spawn("upgrade", *args_for(pg_url, mig)) for _ in range(16)]
     results = [(p.wait(timeout=120), p.communicate()) for p in runners]
 
     assert all(code == 0 for code, _ in results), [err for _, (_, err) in results]
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        rows = [r[0] for r in conn.execute(sa.text("SELECT rev FROM applied"))]
-    engine.dispose()
-    assert sorted(rows) == sorted(["log"] + [f"s{k}" for k in range(1, 8)])
+    assert applied_rows(pg_url) == sorted(["log"] + [f"s{k}" for k in range(1, 8)])
     assert versions(pg_url) == ["s7"]
 
 
