@@ -187,7 +187,7 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, writer: Writer
     configure_as_written = env.configure
 
     def configure(connection: Any = None, **kw: Any) -> None:
-        kw.setdefault("transaction_per_migration", True)
+        kw.setdefault("transaction_per_migration", not settings.single_transaction)
         callbacks = kw.get("on_version_apply") or ()
         if callable(callbacks):
             callbacks = (callbacks,)

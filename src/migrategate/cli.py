@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--pg-lock-timeout", metavar="S",
                     help="PostgreSQL lock_timeout for migration statements: fail fast instead "
                          "of queueing app traffic behind a blocked ALTER")
+    up.add_argument("--single-transaction", action="store_true", default=None,
+                    help="all pending revisions in one transaction (Alembic's default) instead "
+                         "of one per revision; faster on long chains of small revisions, but "
+                         "progress lines appear only at the end and a failure undoes them all")
     up.add_argument("--allow-ahead", action="store_true", default=None,
                     help="exit 0 without migrating when the database is at a revision newer "
                          "than these scripts (a rollback to an older image)")

@@ -72,6 +72,7 @@ OPTIONS: Dict[str, Option] = {
         Option("termination_log", "str"),
         Option("redis_url", "str", env=("MIGRATEGATE_REDIS_URL",)),
         Option("json", "bool", False),
+        Option("single_transaction", "bool", False),
     )
 }
 
@@ -101,6 +102,7 @@ class Settings:
     termination_log: Optional[str] = None
     redis_url: Optional[str] = None
     json: bool = False
+    single_transaction: bool = False
     sources: Dict[str, str] = field(default_factory=dict)
 
     @property

@@ -290,3 +290,15 @@ def test_added_revision_is_applied_on_next_run(db_url, tmp_path):
     assert run.code == 0, run.output
     assert "[1/1] r003" in run.stderr
     assert versions(db_url) == ["r003"]
+
+
+def test_single_transaction_commits_everything_or_nothing(pg_url, tmp_path):
+    revs = chain(2) + [Rev("r003", "r002", 'op.execute("SELECT * FROM nowhere")', "broken")]
+    mig = write_project(tmp_path, revs)
+
+    run = migrategate("upgrade", *args_for(pg_url, mig, "--single-transaction"))
+
+    assert run.code == 6, run.output
+    assert versions(pg_url) == []  # r001 and r002 were rolled back with r003
+    assert "t1" not in tables(pg_url)
+    assert "2 more uncommitted revision(s) rolled back too" in run.stderr
