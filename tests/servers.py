@@ -231,6 +231,36 @@ def start_redis(base: Path) -> Server:
     return server
 
 
+def start_pgbouncer(base: Path, pg: Server, pool_mode: str = "transaction") -> Server:
+    """PgBouncer in front of ``pg`` (it refuses to run as root: run as postgres)."""
+    binary = _need("pgbouncer", "pgbouncer")
+    base.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (base / "userlist.txt").write_text(f'"{pg.user}" "{pg.password}"\n')
+    ini = base / "pgbouncer.ini"
+    log = base / "pgbouncer.log"
+    ini.write_text(
+        "[databases]\n"
+        f"* = host=127.0.0.1 port={pg.port}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {base}\n"
+        f"auth_type = scram-sha-256\nauth_file = {base / 'userlist.txt'}\n"
+        f"pool_mode = {pool_mode}\ndefault_pool_size = 4\n"
+        f"logfile = {log}\npidfile = {base / 'pgbouncer.pid'}\n"
+        "ignore_startup_parameters = extra_float_digits,options\n")
+    prefix = _as_postgres()
+    if prefix:
+        os.chmod(base, 0o777)
+        for f in base.iterdir():
+            shutil.chown(str(f), "postgres")
+    proc = subprocess.Popen(prefix + [binary, str(ini)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    server = Server("postgresql", "127.0.0.1", port, pg.user, pg.password, proc, log, base,
+                    "postgres")
+    _wait_port(port, proc, log)
+    return server
+
+
 _counter = 0
 
 

@@ -95,6 +95,10 @@ def upgrade(settings: Settings, writer: Writer = default_writer) -> Result:
             waited = acquire(lock, settings.lock_timeout, writer)
             result.lock = {"name": lock.name, "kind": lock.kind, "waited_seconds": round(waited, 3)}
             try:
+                warning = lock.check_session()
+                if warning:
+                    writer.warn(warning)
+                    result.extra["warnings"] = [warning]
                 _upgrade_locked(settings, writer, guard, conn, graph, result)
             finally:
                 with contextlib.suppress(Exception):  # the session ending frees it anyway

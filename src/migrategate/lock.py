@@ -42,6 +42,10 @@ class MigrationLock:
         """Who holds it right now, in words, or None when it is free."""
         raise NotImplementedError
 
+    def check_session(self) -> Optional[str]:
+        """After acquiring: raise if the lock can't protect us; return a warning or None."""
+        return None
+
 
 def pg_lock_key(name: str) -> int:
     """A stable signed 64-bit key for ``pg_advisory_lock(bigint)``."""
@@ -65,6 +69,38 @@ class PostgresLock(MigrationLock):
         from sqlalchemy import text
 
         self.conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+
+    def check_session(self) -> Optional[str]:
+        """Session advisory locks need a session: a transaction-pooling proxy breaks them.
+
+        PgBouncer in ``pool_mode=transaction`` hands each statement to whichever
+        server connection is free, so the lock may sit on a backend that is not
+        ours. If pg_locks shows it on another backend, that is certain; a server
+        port that differs from the one we dialled only suggests a proxy.
+        """
+        from sqlalchemy import text
+
+        unsigned = self.key & 0xFFFFFFFFFFFFFFFF
+        row = self.conn.execute(text(
+            "SELECT inet_server_port() AS port, EXISTS (SELECT 1 FROM pg_locks "
+            "WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+            "AND classid::bigint = :hi AND objid::bigint = :lo "
+            "AND pid = pg_backend_pid()) AS ours"),
+            {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF}).first()
+        if row is not None and not row.ours:
+            raise ConfigError(
+                "the migration lock is not held by this database session: a "
+                "transaction-pooling proxy (PgBouncer pool_mode=transaction?) sits between "
+                "migrategate and PostgreSQL, so the lock cannot keep runners apart",
+                "connect migrategate straight to PostgreSQL, or through a session-mode pool",
+            )
+        dialled = self.conn.engine.url.port or 5432
+        if row is not None and row.port is not None and int(row.port) != int(dialled):
+            return (f"connected to port {dialled} but PostgreSQL listens on {row.port}: a "
+                    "proxy is in between; if it pools in transaction mode (PgBouncer "
+                    "pool_mode=transaction) the advisory lock does not protect this migration "
+                    "— connect directly or use a session-mode pool")
+        return None
 
     def holder(self) -> Optional[str]:
         from sqlalchemy import text

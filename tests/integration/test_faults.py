@@ -292,3 +292,25 @@ def test_32_runners_and_32_gates_on_one_postgres(pg_url, tmp_path, reliability):
     reliability("32 upgrade runners + 32 wait gates, one PostgreSQL", 64,
                 f"all exit 0, each revision applied once, peak connections {peak['n']} "
                 "(bound: one per process plus one migration connection)")
+
+
+def test_transaction_pooling_proxy_is_called_out(postgres_server, pg_url, server_root, tmp_path,
+                                                  reliability):
+    import servers
+
+    bouncer = servers.start_pgbouncer(server_root / f"bouncer-{time.time_ns()}",
+                                      postgres_server)
+    try:
+        via = sa.engine.make_url(pg_url).set(port=bouncer.port).render_as_string(
+            hide_password=False)
+        mig = write_project(tmp_path, chain(2))
+
+        run = migrategate("upgrade", *args_for(via, mig))
+
+        assert run.code in (0, 2), run.output
+        assert "pool_mode=transaction" in run.stderr
+        assert f"PostgreSQL listens on {postgres_server.port}" in run.stderr or run.code == 2
+    finally:
+        bouncer.stop()
+    reliability("upgrade through PgBouncer (pool_mode=transaction)", 1,
+                f"exit {run.code}; the transaction-pooling risk to the advisory lock is named")
