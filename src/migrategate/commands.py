@@ -83,7 +83,13 @@ def _graph(settings: Settings) -> Graph:
 # --------------------------------------------------------------------------- upgrade
 
 def upgrade(settings: Settings, writer: Writer = default_writer) -> Result:
-    """Lock, plan, apply, verify. Returns only when the database is verified at the target."""
+    """Lock, plan, apply, verify. Returns only when the database is verified at the target.
+
+    A database already at the target is verified without taking the lock, and a
+    runner waiting for the lock stops waiting once another runner has brought the
+    database to the target: a fleet of replicas then verifies in parallel instead
+    of queueing for the lock one by one.
+    """
     started = time.monotonic()
     _require_url(settings)
     result = Result("upgrade", database=settings.masked_url)
@@ -92,24 +98,41 @@ def upgrade(settings: Settings, writer: Writer = default_writer) -> Result:
         result.heads = list(graph.heads)
         with _session(settings, writer) as conn:
             lock = lock_for(conn, settings.lock_name)
-            waited = acquire(lock, settings.lock_timeout, writer)
-            result.lock = {"name": lock.name, "kind": lock.kind, "waited_seconds": round(waited, 3)}
-            try:
-                warning = lock.check_session()
-                if warning:
-                    writer.warn(warning)
-                    result.extra["warnings"] = [warning]
-                _upgrade_locked(settings, writer, guard, conn, graph, result)
-            finally:
-                with contextlib.suppress(Exception):  # the session ending frees it anyway
-                    lock.release()
+            result.lock = {"name": lock.name, "kind": lock.kind, "taken": False}
+            plan = _plan(settings, conn, graph)
+            if plan.up_to_date:
+                _report_plan(plan, graph, writer, result)
+            else:
+                waited = acquire(lock, settings.lock_timeout, writer,
+                                 done=lambda: _plan(settings, conn, graph).up_to_date)
+                if waited is None:
+                    writer.info("another runner brought the database to the target meanwhile")
+                    plan = _plan(settings, conn, graph)
+                    _report_plan(plan, graph, writer, result)
+                else:
+                    result.lock.update(taken=True, waited_seconds=round(waited, 3))
+                    try:
+                        warning = lock.check_session()
+                        if warning:
+                            writer.warn(warning)
+                            result.extra["warnings"] = [warning]
+                        # re-read under the lock: whoever held it may have done the work
+                        plan = _plan(settings, conn, graph)
+                        _report_plan(plan, graph, writer, result)
+                        _apply(settings, writer, guard, plan, result)
+                    finally:
+                        with contextlib.suppress(Exception):  # the session ending frees it
+                            lock.release()
+            _verify_after(settings, conn, graph, plan, result)
     return result
 
 
-def _upgrade_locked(settings: Settings, writer: Writer, guard: SignalGuard,
-                    conn: "Connection", graph: Graph, result: Result) -> None:
+def _plan(settings: Settings, conn: "Connection", graph: Graph) -> Plan:
     current = read_current(conn, settings.version_table, settings.version_table_schema)
-    plan = make_plan(graph, current, settings.target, allow_ahead=settings.allow_ahead)
+    return make_plan(graph, current, settings.target, allow_ahead=settings.allow_ahead)
+
+
+def _report_plan(plan: Plan, graph: Graph, writer: Writer, result: Result) -> None:
     if plan.unknown:
         writer.warn(f"the database is at {', '.join(plan.unknown)}, newer than these scripts "
                     f"(heads {', '.join(graph.heads)}); --allow-ahead: nothing to apply")
@@ -119,13 +142,23 @@ def _upgrade_locked(settings: Settings, writer: Writer, guard: SignalGuard,
             f"{len(plan.pending)} revision(s) to apply: "
             f"{', '.join(plan.current) or '(empty database)'} -> {', '.join(plan.target)}"
         )
-        from .apply import run_upgrade
-
-        config = make_config(settings)
-        with migration_environment(settings, config):
-            run_upgrade(config, plan, settings, writer, guard, into=result.applied)
     else:
         writer.info(f"database is up to date at {', '.join(plan.target)}")
+
+
+def _apply(settings: Settings, writer: Writer, guard: SignalGuard, plan: Plan,
+           result: Result) -> None:
+    if not plan.pending:
+        return
+    from .apply import run_upgrade
+
+    config = make_config(settings)
+    with migration_environment(settings, config):
+        run_upgrade(config, plan, settings, writer, guard, into=result.applied)
+
+
+def _verify_after(settings: Settings, conn: "Connection", graph: Graph, plan: Plan,
+                  result: Result) -> None:
     checks, _ = run_checks(conn, graph, settings.target, settings.expect_tables,
                            settings.version_table, settings.version_table_schema,
                            allow_ahead=settings.allow_ahead)
@@ -137,7 +170,8 @@ def _upgrade_locked(settings: Settings, writer: Writer, guard: SignalGuard,
             "env.py may not run migrations online, or an expected table is not created by "
             "these migrations; run 'migrategate status'",
         )
-    result.outcome = "ahead" if plan.unknown else ("verified" if plan.pending else "up-to-date")
+    result.outcome = "ahead" if plan.unknown else (
+        "verified" if result.applied else "up-to-date")
     result.message = (
         f"{result.database} at {', '.join(plan.target)}"
         f" ({len(result.applied)} revision(s) applied)"

@@ -248,14 +248,21 @@ def acquire(
     writer: Writer = default_writer,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
-) -> float:
-    """Poll ``try_acquire`` with backoff + jitter (25 ms → 1 s); return seconds waited."""
+    done: Optional[Callable[[], bool]] = None,
+) -> Optional[float]:
+    """Poll ``try_acquire`` with backoff + jitter (25 ms → 1 s); return seconds waited.
+
+    ``done`` is asked between polls: when it turns true (another runner finished
+    the work) we stop waiting and return None without the lock.
+    """
     start = clock()
     delay = 0.025
     last_logged = -1e9
     while True:
         if lock.try_acquire():
             return clock() - start
+        if done is not None and done():
+            return None
         now = clock()
         waited = now - start
         if waited >= timeout:

@@ -302,3 +302,45 @@ def test_single_transaction_commits_everything_or_nothing(pg_url, tmp_path):
     assert versions(pg_url) == []  # r001 and r002 were rolled back with r003
     assert "t1" not in tables(pg_url)
     assert "2 more uncommitted revision(s) rolled back too" in run.stderr
+
+
+def test_waiting_runner_stops_waiting_when_another_reaches_the_target(pg_url, tmp_path):
+    from migrategate.lock import pg_lock_key
+
+    mig = write_project(tmp_path, chain(1))
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    holder = engine.connect()
+    holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": pg_lock_key("migrategate")})
+    holder.commit()
+    waiter = spawn("upgrade", *args_for(pg_url, mig, "--lock-timeout", "60", "--json"))
+    time.sleep(1)
+    # the lock holder "migrates": the schema and version reach the target; it keeps the lock
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t1 (id integer primary key, name varchar(50))"))
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num varchar(32) "
+                             "PRIMARY KEY)"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('r001')"))
+
+    out, err = waiter.communicate(timeout=30)
+
+    holder.close()
+    engine.dispose()
+    assert waiter.returncode == 0, err
+    report = json.loads(out)
+    assert report["lock"]["taken"] is False
+    assert report["outcome"] == "up-to-date"
+    assert "another runner brought the database to the target" in err
+
+
+def test_up_to_date_database_is_verified_without_taking_the_lock(pg_url, tmp_path):
+    from migrategate.lock import pg_lock_key
+
+    mig = write_project(tmp_path, chain(1))
+    assert migrategate("upgrade", *args_for(pg_url, mig)).code == 0
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    with engine.connect() as holder:  # a stuck holder does not block a no-op
+        holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": pg_lock_key("migrategate")})
+        run = migrategate("upgrade", *args_for(pg_url, mig, "--lock-timeout", "1", "--json"))
+    engine.dispose()
+    assert run.code == 0, run.output
+    assert json.loads(run.stdout)["lock"]["taken"] is False
