@@ -2,7 +2,8 @@
 
 Dify builds its SQLAlchemy URL from ``DB_TYPE``, ``DB_HOST``, ``DB_PORT``,
 ``DB_USERNAME``, ``DB_PASSWORD``, ``DB_DATABASE``, ``DB_CHARSET`` and
-``DB_EXTRAS`` (api/configs/middleware). We read the same variables so the
+``DB_EXTRAS``, and on PostgreSQL sets the session time zone from
+``DB_SESSION_TIMEZONE_OVERRIDE`` (api/configs/middleware). We read the same variables so the
 migration Job can reuse the api Deployment's env and Secrets unchanged. The
 migrations run in a minimal Flask context (see flaskapp.py): no Redis, no
 storage, no Celery.
@@ -25,7 +26,6 @@ KEY_TABLES = ("alembic_version", "accounts", "tenants", "tenant_account_joins", 
 REDIS_LOCK_KEY = "db_upgrade_lock"
 
 _MYSQL_TYPES = ("mysql", "oceanbase", "seekdb")
-_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306}
 
 
 def _backend(env: Mapping[str, str]) -> str:
@@ -49,6 +49,8 @@ def database_url(env: Mapping[str, str], password_elsewhere: bool = False) -> st
     required = ["DB_HOST", "DB_USERNAME", "DB_DATABASE"]
     if not password_elsewhere:
         required.append("DB_PASSWORD")
+    if backend == "mysql":
+        required.append("DB_PORT")  # Dify's default (5432) is PostgreSQL's port
     missing = [name for name in required if not env.get(name)]
     if missing:
         raise ConfigError(
@@ -56,7 +58,7 @@ def database_url(env: Mapping[str, str], password_elsewhere: bool = False) -> st
             "set them as the Dify api Deployment does (DB_PASSWORD from its Secret), or give "
             "--database-url",
         )
-    port_text = env.get("DB_PORT") or str(_DEFAULT_PORTS[backend])
+    port_text = env.get("DB_PORT") or "5432"
     try:
         port = int(port_text)
     except ValueError:
@@ -65,6 +67,13 @@ def database_url(env: Mapping[str, str], password_elsewhere: bool = False) -> st
     charset = env.get("DB_CHARSET")
     if charset:
         query["client_encoding" if backend == "postgresql" else "charset"] = charset
+    if backend == "postgresql":
+        # Dify pins the session time zone (DB_SESSION_TIMEZONE_OVERRIDE, default UTC) through
+        # libpq options; migrations that write timestamps must see the same zone.
+        zone = env.get("DB_SESSION_TIMEZONE_OVERRIDE", "UTC").strip()
+        if zone:
+            options = query.get("options", "").strip()
+            query["options"] = f"{options} -c timezone={zone}".strip()
     url = URL.create(
         backend,
         username=env["DB_USERNAME"],
