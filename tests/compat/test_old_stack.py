@@ -1,0 +1,83 @@
+"""The oldest stack we promise: Python 3.9 (when the machine has it), SQLAlchemy 1.4, Alembic 1.7.
+
+App images are often older than ours, so the CLI runs here from the source tree under a
+separate interpreter with those versions installed (cached under .cache/).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from factory import REPO, Rev, args_for, chain, cli_env, versions, write_project
+
+OLD = ["SQLAlchemy>=1.4,<1.5", "alembic>=1.7,<1.8", "psycopg2-binary", "PyMySQL"]
+
+
+def _python39():
+    """A working Python 3.9 if the machine has one (pyenv shims may exist but not run)."""
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.9*/bin/python3.9")))
+    candidates.append(shutil.which("python3.9") or "")
+    for candidate in filter(None, candidates):
+        if subprocess.run([candidate, "-c", "pass"], capture_output=True).returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def old_python():
+    base = _python39() or sys.executable
+    tag = subprocess.run([base, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    venv = REPO / ".cache" / f"compat-py{tag}-sa14"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([base, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+                        *OLD], check=True)
+    return str(python)
+
+
+def old(python, *args, **env):
+    proc = subprocess.run([python, "-m", "migrategate", *args], capture_output=True, text=True,
+                          env=cli_env(env), timeout=120)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_the_stack_is_really_old(old_python):
+    out = subprocess.run([old_python, "-c", "import sqlalchemy, alembic; "
+                          "print(sqlalchemy.__version__, alembic.__version__)"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.startswith("1.4.") and " 1.7." in out
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb", "sqlite"])
+def test_commands_work_on_sqlalchemy_14_and_alembic_17(old_python, kind, request, tmp_path):
+    url = request.getfixturevalue({"postgresql": "pg_url", "mariadb": "mariadb_url",
+                                   "sqlite": "sqlite_url"}[kind])
+    mig = write_project(tmp_path, chain(3))
+
+    code, out, err = old(old_python, "upgrade", *args_for(url, mig, "--json"))
+    assert code == 0, err
+    assert [a["revision"] for a in json.loads(out)["applied"]] == ["r001", "r002", "r003"]
+    for cmd in ("verify", "status", "wait", "upgrade"):
+        assert old(old_python, cmd, *args_for(url, mig))[0] == 0, cmd
+    assert versions(url) == ["r003"]
+
+
+def test_broken_revision_and_wrong_password_keep_their_codes(old_python, pg_url, tmp_path):
+    import sqlalchemy as sa
+
+    mig = write_project(tmp_path, chain(1) + [Rev("bad", "r001", 'op.execute("SELECT nope")')])
+    assert old(old_python, "upgrade", *args_for(pg_url, mig))[0] == 6
+    wrong = sa.engine.make_url(pg_url).set(password="wrong-pw-123").render_as_string(
+        hide_password=False)
+    code, out, err = old(old_python, "upgrade", *args_for(wrong, mig))
+    assert code == 4 and "wrong-pw-123" not in out + err
