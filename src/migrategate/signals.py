@@ -43,11 +43,16 @@ class SignalGuard:
             self._cancellers.remove(fn)
 
     def cancel_all(self) -> None:
+        """Cancel in-flight statements. A failed cancel is reported, not hidden: the
+        statement then runs to its end and the signal takes effect right after."""
+        from .log import default_writer
+
         for fn in list(self._cancellers):
             try:
                 fn()
-            except Exception:  # noqa: BLE001 - best effort; the main thread reports the outcome
-                pass
+            except Exception as exc:  # noqa: BLE001 - reported; exit code still 130/143
+                default_writer.warn(f"could not cancel the running statement ({exc}); "
+                                    "exiting once it finishes")
 
     def __enter__(self) -> "SignalGuard":
         if threading.current_thread() is not threading.main_thread():
