@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional
@@ -69,6 +70,18 @@ class _Progress:
         self.configured = False
         self.ran = False
         self._cleanups: List[Any] = []
+
+    def heartbeat(self, stop: "threading.Event") -> None:
+        """A line while a long revision runs, so a quiet log never looks like a hang."""
+        interval = self.settings.heartbeat
+        if not interval:
+            return
+        while not stop.wait(interval):
+            rev, started = self.current, self.started
+            if rev is not None and time.monotonic() - started >= interval:
+                k = len(self.applied) + len(self.uncommitted) + 1
+                self.writer.info(f"[{k}/{self.total}] {rev} still running "
+                                 f"({time.monotonic() - started:.0f}s)")
 
     # -- called from Alembic
     def step_started(self, rev: str) -> None:
@@ -200,12 +213,19 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, writer: Writer
     # the exact EnvironmentContext class, reading them off the instance on __enter__.
     env.configure = configure  # type: ignore[method-assign,assignment]
 
+    stop = threading.Event()
+    beat = threading.Thread(target=progress.heartbeat, args=(stop,), daemon=True,
+                            name="migrategate-heartbeat")
+    beat.start()
     try:
         with _libpq_env(settings), env:
             script.run_env()
     except BaseException as exc:  # noqa: BLE001 - every path re-raises a typed error
         progress.detach()
         raise _translate(exc, progress, settings, guard) from _cause(exc)
+    finally:
+        stop.set()
+        beat.join(timeout=1)
     progress.detach()
     progress.flush()
     return progress.applied

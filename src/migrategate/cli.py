@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--pg-lock-timeout", metavar="S",
                     help="PostgreSQL lock_timeout for migration statements: fail fast instead "
                          "of queueing app traffic behind a blocked ALTER")
+    up.add_argument("--heartbeat", metavar="S",
+                    help="log a 'still running' line every S seconds while a revision runs "
+                         "(default 30; 0 disables)")
     up.add_argument("--single-transaction", action="store_true", default=None,
                     help="all pending revisions in one transaction (Alembic's default) instead "
                          "of one per revision; faster on long chains of small revisions, but "

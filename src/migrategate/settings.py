@@ -73,6 +73,7 @@ OPTIONS: Dict[str, Option] = {
         Option("redis_url", "str", env=("MIGRATEGATE_REDIS_URL",)),
         Option("json", "bool", False),
         Option("single_transaction", "bool", False),
+        Option("heartbeat", "seconds", 30.0),
     )
 }
 
@@ -103,6 +104,7 @@ class Settings:
     redis_url: Optional[str] = None
     json: bool = False
     single_transaction: bool = False
+    heartbeat: float = 30.0
     sources: Dict[str, str] = field(default_factory=dict)
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -344,3 +345,14 @@ def test_up_to_date_database_is_verified_without_taking_the_lock(pg_url, tmp_pat
     engine.dispose()
     assert run.code == 0, run.output
     assert json.loads(run.stdout)["lock"]["taken"] is False
+
+
+def test_a_long_revision_logs_that_it_is_still_running(pg_url, tmp_path):
+    mig = write_project(tmp_path, [Rev("slow", None, 'op.execute("SELECT pg_sleep(2.5)")',
+                                       "slow one")])
+
+    run = migrategate("upgrade", *args_for(pg_url, mig, "--heartbeat", "1"))
+
+    assert run.code == 0, run.output
+    assert re.search(r"\[1/1\] slow still running \(\ds\)", run.stderr), run.stderr
+    assert "[1/1] slow  slow one" in run.stderr
