@@ -139,7 +139,7 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
             from .doctor import doctor
 
             doctor(None, writer, config_error=exc)  # reports the config check, raises
-        result = _dispatch(args.command, settings, writer, env)
+        result = _dispatch(args.command, settings, writer, env, args.debug)
         code = 0
     except MigrategateError as exc:
         from .report import Result
@@ -149,6 +149,8 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
         writer.error(exc.one_line())
         if args.debug:
             _traceback(writer)
+            for line in (getattr(exc, "child_traceback", "") or "").rstrip().splitlines():
+                writer.error(f"(migration process) {line}")
         code = exc.exit_code
     except KeyboardInterrupt:
         writer.error("interrupted")
@@ -181,13 +183,15 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
 
 
 def _dispatch(command: str, settings: Any, writer: Any,
-              env: Optional[Mapping[str, str]] = None) -> Any:
+              env: Optional[Mapping[str, str]] = None, debug: bool = False) -> Any:
     from . import commands
 
     if command == "doctor":
         from .doctor import doctor
 
         return doctor(settings, writer, env=env)
+    if command == "upgrade":
+        return commands.upgrade(settings, writer, debug=debug)
     return getattr(commands, command)(settings, writer)
 
 

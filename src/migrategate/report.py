@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
-from .apply import Applied
 from .checks import CheckResult
 from .errors import EXIT_CODES
 from .log import Writer, redact
 
 TERMINATION_LOG = "/dev/termination-log"
+
+
+@dataclass
+class Applied:
+    """A revision whose transaction committed (reported only after COMMIT returned)."""
+
+    revision: str
+    message: str
+    seconds: float
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["seconds"] = round(self.seconds, 3)
+        return d
 
 
 @dataclass
