@@ -23,7 +23,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
-from .dberrors import category, code_of, describe, sqlstate
+from .dberrors import category, code_of, describe, is_database_error, sqlstate
 from .errors import MigrategateError
 from .fence import Fence, LockLostHere
 from .plan import Plan
@@ -193,17 +193,12 @@ def failure_record(exc: BaseException, steps_current: Optional[str],
                            "hint": exc.hint}
     if isinstance(exc, SyntaxError):
         record["where"] = f"{exc.filename}, line {exc.lineno}"
-    elif exc.__traceback__ is not None:
+    elif exc.__traceback__ is not None and not is_database_error(exc):
         frames = traceback.extract_tb(exc.__traceback__)
         app = [f for f in frames if "/alembic/" not in f.filename
                and "/sqlalchemy/" not in f.filename and "/migrategate/" not in f.filename
                and "importlib" not in f.filename]
         if app:
             record["where"] = f"{app[-1].filename}, line {app[-1].lineno}"
-    try:
-        from sqlalchemy.exc import DBAPIError
-
-        record["database_error"] = isinstance(exc, DBAPIError)
-    except ImportError:  # pragma: no cover
-        record["database_error"] = False
+    record["database_error"] = is_database_error(exc)
     return record

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Set
 
 from . import dberrors, failures
 from .checks import CheckResult, failed, run_checks
@@ -112,6 +112,7 @@ def upgrade(settings: Settings, writer: Writer = default_writer, debug: bool = F
 def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Connection",
              graph: Graph, lock: MigrationLock, result: Result, debug: bool) -> Plan:
     """Under the lock: re-plan, run the migration process, reconcile with the database."""
+    lock.keep_alive()  # the session idles between polls and while the child migrates
     waited = acquire(lock, settings.lock_timeout, writer,
                      done=lambda: _plan(settings, conn, graph).up_to_date)
     if waited is None:
@@ -123,7 +124,6 @@ def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Conn
     result.lock.update(taken=True, waited_seconds=round(waited, 3))
     run = None
     try:
-        lock.keep_alive()
         warning = lock.check_session()
         if warning:
             writer.warn(warning)
@@ -145,23 +145,27 @@ def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Conn
 def _conclude(settings: Settings, conn: "Connection", graph: Graph, plan: Plan, run: Run,
               writer: Writer) -> None:
     """Take what committed from the database itself, then raise how the run ended."""
+    other = None
     if run.lost is None:
         after = read_current(conn, settings.version_table, settings.version_table_schema) or ()
-        in_db = graph.ancestors(after)
-        reported = {a.revision for a in run.applied}
-        for rev in plan.pending:
-            if rev.id in in_db and rev.id not in reported:
-                run.applied.append(Applied(rev.id, rev.message, 0.0))
-                writer.info(f"[{len(run.applied)}/{len(plan.pending)}] {rev.id}  "
-                            f"{rev.message}  (committed; read back from the database)")
         ours = set(plan.current) | {a.revision for a in run.applied}
         moved = sorted(r for r in after if r not in ours and r not in graph.ancestors(ours))
-        other = _other_migrator(conn, moved) if moved else None
-    else:
-        other = None
+        if run.error is not None and moved:
+            other = _other_migrator(conn, moved)
+        elif run.finished:  # env.py held one outer transaction: it committed when env.py ended
+            _read_back(graph.ancestors(after), plan, run, writer)
     error = failures.outcome(run, settings.dialect, other)
     if error is not None:
         raise error
+
+
+def _read_back(in_db: Set[str], plan: Plan, run: Run, writer: Writer) -> None:
+    reported = {a.revision for a in run.applied}
+    for rev in plan.pending:
+        if rev.id in in_db and rev.id not in reported:
+            run.applied.append(Applied(rev.id, rev.message, 0.0))
+            writer.info(f"[{len(run.applied)}/{len(plan.pending)}] {rev.id}  "
+                        f"{rev.message}  (committed; read back from the database)")
 
 
 def _other_migrator(conn: "Connection", moved: List[str]) -> str:

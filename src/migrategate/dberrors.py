@@ -89,7 +89,10 @@ def original(exc: BaseException) -> BaseException:
 
 
 def sqlstate(exc: BaseException) -> Optional[str]:
+    """PostgreSQL's SQLSTATE (MySQL drivers' generic ones are ignored: errno is precise)."""
     orig = original(exc)
+    if mysql_errno(orig) is not None:
+        return None
     code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
     return str(code) if code else None
 
@@ -157,8 +160,10 @@ def describe(exc: BaseException) -> str:
 
 def is_database_error(exc: BaseException) -> bool:
     """A DBAPI error (wrapped or not): never an internal error of ours."""
-    from sqlalchemy.exc import DBAPIError
-
+    try:
+        from sqlalchemy.exc import DBAPIError
+    except ImportError:  # pragma: no cover - SQLAlchemy is a core dependency
+        DBAPIError = ()  # type: ignore[assignment,misc]
     if isinstance(exc, DBAPIError):
         return True
     orig = original(exc)
