@@ -186,17 +186,26 @@ def _check_tables(conn: Any, settings: Settings, checks: List[CheckResult]) -> N
 
 
 def _check_schema_ahead(conn: Any, graph: Any, current: Any, checks: List[CheckResult]) -> None:
-    """Spot a half-applied revision: the next pending one's tables/columns already exist.
+    """Spot a half-applied revision: objects the next pending revision creates already exist.
 
     Happens after a failure on MySQL (DDL is not transactional) or in a revision
     that commits part-way (autocommit blocks); a plain re-run then fails with
-    "already exists". Read from the revision's source, never executed.
+    "already exists". Read from the revision's source, never executed; PostgreSQL
+    INVALID indexes (an interrupted ``CREATE INDEX CONCURRENTLY``) are read from
+    the catalog.
     """
-    from sqlalchemy import inspect
-
     from .errors import UnknownRevision
     from .plan import make_plan
+    from .schemaobjects import existing_objects, invalid_indexes, planned_objects
 
+    invalid = invalid_indexes(conn)
+    if invalid:
+        checks.append(_bad(
+            "invalid-indexes", f"INVALID index(es) {', '.join(invalid)}: an interrupted or "
+            "failed CREATE INDEX CONCURRENTLY left them; PostgreSQL maintains but never uses "
+            "them, and a re-run of their revision fails with 'already exists'",
+            "DROP INDEX CONCURRENTLY each of them (an invalid index holds no data: nothing is "
+            "lost), then re-run 'migrategate upgrade'"))
     if graph is None:
         return
     try:
@@ -206,46 +215,16 @@ def _check_schema_ahead(conn: Any, graph: Any, current: Any, checks: List[CheckR
     if not plan.pending:
         return
     nxt = plan.pending[0]
-    tables, columns = created_objects(nxt.path)
-    insp = inspect(conn)
-    existing = set(insp.get_table_names())
-    found = [f"table {t}" for t in tables if t in existing]
-    for table, column in columns:
-        if table in existing and column in {c["name"] for c in insp.get_columns(table)}:
-            found.append(f"column {table}.{column}")
+    found = existing_objects(conn, planned_objects(nxt.path))
     if found:
         checks.append(_bad(
             "half-applied", f"the next pending revision {nxt.id} creates {', '.join(found)}, "
             "which already exist: it was partly applied before (non-transactional DDL or an "
             "autocommit block), so a plain re-run will fail with 'already exists'",
-            f"compare the schema with {nxt.id}, then either drop what it created or "
-            f"'alembic stamp {nxt.id}' if it is complete"))
-
-
-def created_objects(path: str) -> Any:
-    """Literal ``op.create_table("t")`` and ``op.add_column("t", Column("c"))`` in upgrade()."""
-    import ast
-
-    tables: List[str] = []
-    columns: List[Any] = []
-    try:
-        with open(path, "rb") as fh:
-            tree = ast.parse(fh.read())
-    except (OSError, SyntaxError, ValueError):
-        return tables, columns
-    upgrade = next((n for n in tree.body
-                    if isinstance(n, ast.FunctionDef) and n.name == "upgrade"), None)
-    for node in ast.walk(upgrade) if upgrade is not None else ():
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-            continue
-        args = [a.value if isinstance(a, ast.Constant) else a for a in node.args]
-        if node.func.attr == "create_table" and args and isinstance(args[0], str):
-            tables.append(args[0])
-        elif node.func.attr == "add_column" and len(args) >= 2 and isinstance(args[0], str):
-            col = args[1]
-            if isinstance(col, ast.Call) and col.args and isinstance(col.args[0], ast.Constant):
-                columns.append((args[0], col.args[0].value))
-    return tables, columns
+            f"compare the schema with {nxt.id}. Either drop what it created and re-run (this "
+            "loses any data written into those objects since), or, only if every statement of "
+            f"{nxt.id} has run, 'alembic stamp {nxt.id}' (stamping skips its remaining "
+            "statements — data changes among them would never run)"))
 
 
 def _check_redis_lock(settings: Settings, env: Mapping[str, str],

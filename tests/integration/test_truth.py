@@ -468,3 +468,37 @@ def test_no_database_error_is_reported_as_a_migrategate_bug(pg_url, tmp_path):
     assert run.code == 3, run.output  # a database failure, never "internal error"
     assert "[SQLSTATE 42703]" in run.stderr
     assert "migrategate bug" not in run.output
+
+
+# ---------------------------------------------------------------- doctor finds the half-applied
+
+def test_doctor_lists_what_a_half_applied_revision_left_once_each(mariadb_url, tmp_path):
+    body = ('with op.batch_alter_table("t1") as batch_op:\n'
+            '    batch_op.add_column(sa.Column("email", sa.String(50)))\n'
+            '    batch_op.create_index("ix_t1_email", ["email"])\n'
+            'op.create_unique_constraint("uq_t1_name", "t1", ["name"])\n'
+            'op.execute("SELECT * FROM no_such_table")')
+    mig = write_project(tmp_path, chain(1) + [Rev("half", "r001", body, "batch")])
+    assert migrategate("upgrade", *args_for(mariadb_url, mig)).code == 6
+
+    run = migrategate("doctor", *args_for(mariadb_url, mig))
+
+    assert run.code != 0
+    line = next(x for x in run.output.splitlines() if "half-applied" in x)
+    for obj in ("column t1.email", "index t1.ix_t1_email", "constraint t1.uq_t1_name"):
+        assert line.count(obj) == 1, line
+    assert "loses any data written into those objects" in run.output
+    assert "data changes among them would never run" in run.output
+
+
+def test_doctor_names_an_invalid_index_left_by_a_failed_concurrent_build(pg_url, tmp_path):
+    body = ('op.execute("INSERT INTO t1 (id, name) VALUES (1, \'a\'), (2, \'a\')")\n'
+            "with op.get_context().autocommit_block():\n"
+            '    op.execute("CREATE UNIQUE INDEX CONCURRENTLY uq_name ON t1 (name)")')
+    mig = write_project(tmp_path, chain(1) + [Rev("uniq", "r001", body, "unique names")])
+    assert migrategate("upgrade", *args_for(pg_url, mig)).code == 6
+
+    run = migrategate("doctor", *args_for(pg_url, mig))
+
+    assert "INVALID index(es) public.uq_name" in run.output
+    assert "nothing is lost" in run.output
