@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--allow-ahead", action="store_true", default=None,
                     help="exit 0 without migrating when the database is at a revision newer "
                          "than these scripts (a rollback to an older image)")
+    up.add_argument("--allow-proxy", action="store_true", default=None,
+                    help="PostgreSQL: go ahead when a proxy sits between migrategate and the "
+                         "server (default: refuse, since a transaction-pooling proxy such as "
+                         "PgBouncer pool_mode=transaction breaks the session lock); only for "
+                         "session-mode pools and plain TCP proxies")
     expect(up)
 
     ve = add("verify", "check the database is at the scripts' head(s); no changes")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Set
 
 from . import dberrors, failures
 from .checks import CheckResult, failed, run_checks
-from .connect import connect, make_engine, server_version
+from .connect import blocking, connect, make_engine, server_version
 from .errors import (
     ConfigError,
     DatabaseError,
@@ -26,7 +26,7 @@ from .errors import (
 from .lock import MigrationLock, acquire, lock_for, wait_for_orphans
 from .log import Writer, default_writer
 from .plan import Plan, make_plan, read_current
-from .retry import Backoff, interruptible
+from .retry import Backoff
 from .report import Applied, Result
 from .runtime import app_paths
 from .scripts import Graph, load_graph
@@ -124,10 +124,14 @@ def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Conn
     result.lock.update(taken=True, waited_seconds=round(waited, 3))
     run = None
     try:
-        warning = lock.check_session()
-        if warning:
-            writer.warn(warning)
-            result.extra["warnings"] = [warning]
+        proxy = lock.check_session()
+        if proxy and not settings.allow_proxy:
+            raise ConfigError(proxy, "connect migrategate to PostgreSQL directly; if the "
+                              "proxy pools per session (or is a plain TCP proxy), pass "
+                              "--allow-proxy")
+        if proxy:
+            writer.warn(proxy)
+            result.extra["warnings"] = [proxy]
         wait_for_orphans(lock, settings.lock_timeout, writer)
         plan = _plan(settings, conn, graph)  # whoever held the lock may have done the work
         _report_plan(plan, graph, writer, result)
@@ -319,7 +323,8 @@ def wait(settings: Settings, writer: Writer = default_writer,
                         conn = connect(_with_timeout(settings, max(backoff.remaining, 1.0)),
                                        engine, writer)
                         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                    checks, plan = interruptible(functools.partial(_checks, conn, graph, settings))
+                    checks, plan = blocking(engine, functools.partial(_checks, conn, graph,
+                                                                      settings))
                     _fill(result, checks, plan)
                     bad = failed(checks)
                     if not bad:

@@ -155,7 +155,7 @@ def connect(
     backoff = Backoff(settings.connect_timeout, first=0.25, cap=5.0, sleep=sleep, clock=clock)
     while True:
         try:
-            return interruptible(engine.connect)
+            return blocking(engine, engine.connect)
         except (DBAPIError, SQLAlchemyError, OSError) as exc:
             kind = dberrors.category(exc)
             if kind != dberrors.UNREACHABLE:
@@ -171,6 +171,14 @@ def connect(
             if backoff.should_log():
                 writer.info(f"waiting for database {where}: {reason}")
             backoff.pause()
+
+
+def blocking(engine: "Engine", fn: Callable[[], Any]) -> Any:
+    """``fn`` made interruptible by signals, except on SQLite (its objects are
+    bound to the thread that made them; nothing there blocks on a network)."""
+    if engine.url.get_backend_name() == "sqlite":
+        return fn()
+    return interruptible(fn)
 
 
 def refused(exc: BaseException, where: str, database: Optional[str]) -> Exception:

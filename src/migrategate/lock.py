@@ -148,8 +148,7 @@ class PostgresLock(MigrationLock):
         if row is not None and row.port is not None and int(row.port) != int(dialled):
             return (f"connected to port {dialled} but PostgreSQL listens on {row.port}: a "
                     "proxy is in between; if it pools in transaction mode (PgBouncer "
-                    "pool_mode=transaction) the advisory lock does not protect this migration "
-                    "— connect directly or use a session-mode pool")
+                    "pool_mode=transaction) the advisory lock does not protect this migration")
         return None
 
     def holder(self) -> Optional[str]:

@@ -74,6 +74,7 @@ OPTIONS: Dict[str, Option] = {
         Option("json", "bool", False),
         Option("single_transaction", "bool", False),
         Option("heartbeat", "seconds", 30.0),
+        Option("allow_proxy", "bool", False),
     )
 }
 
@@ -105,6 +106,7 @@ class Settings:
     json: bool = False
     single_transaction: bool = False
     heartbeat: float = 30.0
+    allow_proxy: bool = False
     sources: Dict[str, str] = field(default_factory=dict)
 
     @property
