@@ -21,6 +21,16 @@ def _exit_table() -> str:
     return "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
 
 
+class _Parser(argparse.ArgumentParser):
+    """Remembers the usage error, so ``--json`` can still print its one document."""
+
+    last_error = ""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        _Parser.last_error = message
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("database and migrations (each also from MIGRATEGATE_<NAME>)")
@@ -53,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "writable); empty to disable")
     o.add_argument("--debug", action="store_true", help="show tracebacks (secrets masked)")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="migrategate",
         description="Apply Alembic migrations under a database lock and exit 0 only when "
                     "the database is verified at the target.",
@@ -124,7 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = None) -> int:
     """Run one command; returns the exit code (never raises except for argparse's exit)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: usage error (2) or --help/--version (0)
+        code = exc.code if isinstance(exc.code, int) else 2
+        if code and _wants_json(argv, env):
+            _usage_report(_Parser.last_error)
+        return code
     flags: Dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
 
     from .log import Writer
@@ -185,6 +201,23 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
     termination = settings.termination_log if settings is not None else flags.get("termination_log")
     write_termination_message(result, termination)
     return code
+
+
+def _wants_json(argv: Optional[List[str]], env: Optional[Mapping[str, str]]) -> bool:
+    import os
+
+    words = sys.argv[1:] if argv is None else argv
+    value = (os.environ if env is None else env).get("MIGRATEGATE_JSON", "")
+    return "--json" in words or value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _usage_report(message: str) -> None:
+    """stdout with --json is one JSON document in every outcome, usage errors included."""
+    from .log import Writer
+    from .report import Result, render_json
+
+    render_json(Result("usage", outcome="usage-error", exit_code=2,
+                       message=f"usage error: {message}"), Writer())
 
 
 def _dispatch(command: str, settings: Any, writer: Any,

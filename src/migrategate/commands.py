@@ -218,11 +218,11 @@ def _plan(settings: Settings, conn: "Connection", graph: Graph) -> Plan:
 
 
 def _report_plan(plan: Plan, graph: Graph, writer: Writer, result: Result) -> None:
+    _fill_plan(result, plan)
     if plan.unknown:
         writer.warn(f"the database is at {', '.join(plan.unknown)}, newer than these scripts "
                     f"(heads {', '.join(graph.heads)}); --allow-ahead: nothing to apply")
-    _fill_plan(result, plan)
-    if plan.pending:
+    elif plan.pending:
         writer.info(
             f"{len(plan.pending)} revision(s) to apply: "
             f"{', '.join(plan.current) or '(empty database)'} -> {', '.join(plan.target)}"
@@ -246,10 +246,12 @@ def _verify_after(settings: Settings, conn: "Connection", graph: Graph, plan: Pl
         )
     result.outcome = "ahead" if plan.unknown else (
         "verified" if result.applied else "up-to-date")
-    result.message = (
-        f"{result.database} at {', '.join(plan.target)}"
-        f" ({len(result.applied)} revision(s) applied)"
-    )
+    if plan.unknown:
+        result.message = (f"{result.database} at {', '.join(plan.current)}, ahead of these "
+                          f"scripts' heads {', '.join(plan.target)} (accepted: --allow-ahead)")
+    else:
+        result.message = (f"{result.database} at {', '.join(plan.target)}"
+                          f" ({len(result.applied)} revision(s) applied)")
 
 
 # --------------------------------------------------------------------------- verify

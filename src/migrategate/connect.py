@@ -156,6 +156,12 @@ def connect(
     while True:
         try:
             return blocking(engine, engine.connect)
+        except UnicodeError as exc:  # the message would quote a character of the password
+            raise ConfigError(
+                f"the {settings.url.get_driver_name()} driver cannot send these credentials "
+                f"({getattr(exc, 'encoding', 'its encoding')}: {getattr(exc, 'reason', '')})",
+                "PyMySQL sends passwords as latin-1: use an ASCII password, or the mysqldb "
+                "driver (mysql+mysqldb://)") from None
         except (DBAPIError, SQLAlchemyError, OSError) as exc:
             kind = dberrors.category(exc)
             if kind != dberrors.UNREACHABLE:

@@ -289,7 +289,13 @@ class SQLiteFileLock(MigrationLock):
     def try_acquire(self) -> bool:
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the SQLite lock file {self.path}: {exc.strerror or exc}",
+                "the database's directory must be writable by this user (SQLite writes its "
+                "journal there too)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
