@@ -218,20 +218,20 @@ def _gate(app: Dict[str, Any], options: InjectOptions) -> Dict[str, Any]:
 
 def _env(app_env: List[Dict[str, Any]], options: InjectOptions) -> List[Dict[str, Any]]:
     """The app container's env, then ours (ours replace same-named entries; an app's literal
-    PYTHONPATH is kept after migrategate's mount path)."""
-    ours: List[Tuple[str, str]] = []
-    if options.preset:
-        ours.append(("MIGRATEGATE_PRESET", options.preset))
-    ours += list(options.env)
+    PYTHONPATH is kept after migrategate's mount path; ``--env`` wins over everything)."""
     path = [options.mount_path, *options.python_path]
     app_path = next((e.get("value") for e in app_env if e.get("name") == "PYTHONPATH"), None)
     if app_path:
         path.append(app_path)
-    ours += [("PYTHONPATH", ":".join(path)), ("PYTHONDONTWRITEBYTECODE", "1"),
-             ("PYTHONUNBUFFERED", "1")]
-    names = {name for name, _ in ours}
-    kept = [copy.deepcopy(e) for e in app_env if e.get("name") not in names]
-    return kept + [{"name": name, "value": value} for name, value in ours]
+    ours: Dict[str, str] = {}
+    if options.preset:
+        ours["MIGRATEGATE_PRESET"] = options.preset
+    ours.update({"MIGRATEGATE_TERMINATION_LOG": "/dev/termination-log",
+                 "PYTHONPATH": ":".join(path), "PYTHONDONTWRITEBYTECODE": "1",
+                 "PYTHONUNBUFFERED": "1"})
+    ours.update(dict(options.env))
+    kept = [copy.deepcopy(e) for e in app_env if e.get("name") not in ours]
+    return kept + [{"name": name, "value": value} for name, value in ours.items()]
 
 
 def _volumes(options: InjectOptions) -> List[Dict[str, Any]]:

@@ -220,3 +220,12 @@ def test_cli_writes_nothing_on_stdout_when_nothing_matched():
 def test_cli_refuses_env_that_is_not_name_value():
     run = _cli("--workload", "dify-api", "--env", "NOVALUE", stdin=TEXT)
     assert run.returncode == 2 and "--env 'NOVALUE' is not NAME=VALUE" in run.stderr
+
+
+def test_env_given_on_the_command_line_wins_and_names_stay_unique():
+    options = InjectOptions(workloads=["dify-worker"], preset="dify",
+                            env=[("PYTHONPATH", "/custom"), ("LOG_LEVEL", "DEBUG")])
+    gate = gate_of(docs(inject(TEXT, options))["Deployment/dify-worker"])
+    names = [e["name"] for e in gate["env"]]
+    assert len(names) == len(set(names))
+    assert env_of(gate)["PYTHONPATH"] == "/custom" and env_of(gate)["LOG_LEVEL"] == "DEBUG"
