@@ -161,6 +161,13 @@ def _run_inject(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         Writer().error(exc.one_line())
         return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - mapped to exit 1, never swallowed
+        writer = Writer()
+        writer.error(f"internal error: {type(exc).__name__}: {exc}; this is a migrategate bug "
+                     "— run with --debug and report the traceback")
+        if args.debug:
+            _traceback(writer)
+        return 1
     sys.stdout.write(output)
     sys.stdout.flush()
     return 0

@@ -152,7 +152,9 @@ def _workload_name(doc: Any) -> Optional[str]:
         return None
     name = (doc.get("metadata") or {}).get("name")
     pod = ((doc.get("spec") or {}).get("template") or {}).get("spec")
-    if not isinstance(name, str) or not isinstance(pod, dict) or not pod.get("containers"):
+    containers = pod.get("containers") if isinstance(pod, dict) else None
+    if not isinstance(name, str) or not isinstance(containers, list) or not containers \
+            or not isinstance(containers[0], dict):
         return None
     return name
 
