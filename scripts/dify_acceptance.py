@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -177,6 +178,7 @@ def main() -> int:
         finally:
             for server in started:
                 server.stop()
+            shutil.rmtree(base, ignore_errors=True)
     print()
     print("| backend | step | tool | seconds | result |")
     print("|---|---|---|---|---|")
