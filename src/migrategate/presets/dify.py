@@ -47,7 +47,7 @@ def _scheme(env: Mapping[str, str]) -> str:
                               "refuse to start)",
                               f"use exactly one of: {', '.join(DB_TYPES)}")
         return "postgresql" if db_type == "postgresql" else "mysql+pymysql"
-    # Dify before DB_TYPE (<= 1.8) read the scheme itself from the environment.
+    # Dify from before DB_TYPE read the scheme itself from the environment.
     return env.get("SQLALCHEMY_DATABASE_URI_SCHEME") or "postgresql"
 
 
