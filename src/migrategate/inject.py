@@ -150,9 +150,12 @@ def _load(yaml: Any, piece: str) -> Any:
 def _workload_name(doc: Any) -> Optional[str]:
     if not isinstance(doc, dict) or doc.get("kind") not in KINDS:
         return None
-    name = (doc.get("metadata") or {}).get("name")
-    pod = ((doc.get("spec") or {}).get("template") or {}).get("spec")
-    containers = pod.get("containers") if isinstance(pod, dict) else None
+    def get(obj: Any, key: str) -> Any:
+        return obj.get(key) if isinstance(obj, dict) else None
+
+    name = get(get(doc, "metadata"), "name")
+    pod = get(get(get(doc, "spec"), "template"), "spec")
+    containers = get(pod, "containers")
     if not isinstance(name, str) or not isinstance(containers, list) or not containers \
             or not isinstance(containers[0], dict):
         return None
@@ -171,6 +174,7 @@ def _dump(yaml: Any, original: str, doc: Any) -> str:
             head.append(line if line.endswith("\n") else line + "\n")
         else:
             break
+
     class NoAliases(yaml.SafeDumper):  # the gate copies the app's env: no &id001 anchors
         def ignore_aliases(self, data: Any) -> bool:
             return True

@@ -229,3 +229,13 @@ def test_env_given_on_the_command_line_wins_and_names_stay_unique():
     names = [e["name"] for e in gate["env"]]
     assert len(names) == len(set(names))
     assert env_of(gate)["PYTHONPATH"] == "/custom" and env_of(gate)["LOG_LEVEL"] == "DEBUG"
+
+
+def test_odd_documents_are_passed_through_not_crashed_on():
+    odd = ("---\nkind: Deployment\nmetadata: just-a-string\n"
+           "---\nkind: Deployment\nmetadata: {name: x}\nspec: [1, 2]\n"
+           "---\nkind: Deployment\nmetadata: {name: y}\nspec: {template: {spec: "
+           "{containers: [42]}}}\n---\n: : not yaml [\n")
+    text = odd + TEXT
+    out = inject(text, DIFY)
+    assert out.startswith(odd)
