@@ -128,7 +128,64 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--redis-url", metavar="URL",
                      help="Redis to inspect for Dify's db_upgrade_lock (or Dify's REDIS_* env)")
     expect(doc)
+    _add_inject(sub)
     return parser
+
+
+def _add_inject(sub: Any) -> None:
+    """`inject`: a post-renderer (stdin -> stdout); no database settings, so no common flags."""
+    inj = sub.add_parser(
+        "inject", help="post-renderer: add the 'migrategate wait' gate to workloads (stdin -> "
+                       "stdout)",
+        description="Read Kubernetes manifests on stdin, prepend a migrategate-wait "
+                    "initContainer to each Deployment/StatefulSet/DaemonSet whose name matches "
+                    "a --workload pattern, write them on stdout. Needs PyYAML "
+                    "(pip install 'migrategate[inject]').")
+    inj.add_argument("--workload", dest="workloads", action="append", default=[],
+                     metavar="REGEX", help="workload name pattern, matched against the whole "
+                                           "name (repeatable; each must match something)")
+    inj.add_argument("--code-configmap", metavar="NAME", default="migrategate-code",
+                     help="ConfigMap with migrategate's source, created by the migrategate "
+                          "chart (default: migrategate-code, release 'migrategate')")
+    inj.add_argument("--preset", metavar="NAME", help="MIGRATEGATE_PRESET for the gate, e.g. dify")
+    inj.add_argument("--timeout", metavar="S", help="wait --timeout (default: wait's 600)")
+    inj.add_argument("--interval", metavar="S", help="wait --interval (default: wait's 2)")
+    inj.add_argument("--allow-ahead", action="store_true", help="wait --allow-ahead")
+    inj.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                     help="more env for the gate, e.g. MIGRATEGATE_MIGRATIONS=/app/api/migrations")
+    inj.add_argument("--python", default="python", help="the image's Python (default python)")
+    inj.add_argument("--mount-path", default="/opt/migrategate", metavar="DIR",
+                     help="where the source is mounted and put on PYTHONPATH")
+    inj.add_argument("--python-path", action="append", default=[], metavar="DIR",
+                     help="more PYTHONPATH entries (repeat the image's own PYTHONPATH here)")
+    inj.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _run_inject(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .inject import InjectOptions, inject, parse_env
+    from .log import Writer
+
+    try:
+        options = InjectOptions(
+            workloads=args.workloads, code_configmap=args.code_configmap, preset=args.preset,
+            timeout=args.timeout, interval=args.interval, allow_ahead=args.allow_ahead,
+            env=parse_env(args.env), python=args.python, mount_path=args.mount_path,
+            python_path=args.python_path)
+        output = inject(sys.stdin.read(), options)
+    except ConfigError as exc:
+        Writer().error(exc.one_line())
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - mapped to exit 1, never swallowed
+        writer = Writer()
+        writer.error(f"internal error: {type(exc).__name__}: {exc}; this is a migrategate bug "
+                     "— run with --debug and report the traceback")
+        if args.debug:
+            _traceback(writer)
+        return 1
+    sys.stdout.write(output)
+    sys.stdout.flush()
+    return 0
 
 
 def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = None) -> int:
@@ -141,6 +198,8 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
         if code and _wants_json(argv, env):
             _usage_report(_Parser.last_error)
         return code
+    if args.command == "inject":
+        return _run_inject(args)
     flags: Dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
 
     from .log import Writer

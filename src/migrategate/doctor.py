@@ -227,30 +227,47 @@ def _check_schema_ahead(conn: Any, graph: Any, current: Any, checks: List[CheckR
             "statements — data changes among them would never run)"))
 
 
+#: Findings that never decide doctor's exit code: they are about Redis, which migrategate does
+#: not use; only Dify's old ``flask upgrade-db`` path does.
+ADVISORY = ("redis",)
+
+
 def _check_redis_lock(settings: Settings, env: Mapping[str, str],
                       checks: List[CheckResult]) -> None:
+    """Dify's ``db_upgrade_lock`` (under ``REDIS_KEY_PREFIX:`` when Dify prefixes its keys).
+
+    A Redis we cannot reach, or a Sentinel/Cluster set-up we do not follow, is reported as a
+    finding of its own (✗ redis: not checked) that does not change the exit code: the database
+    checks above stand on their own.
+    """
+    from .presets import dify
     from .redisprobe import RedisError, inspect_key
 
     url = settings.redis_url
-    key = "db_upgrade_lock"
-    if settings.preset:
-        from .presets import load_preset
-
-        preset = load_preset(settings.preset)
-        url = url or preset.redis_url(env)
-        key = getattr(preset, "REDIS_LOCK_KEY", key)
+    if settings.preset == "dify":
+        topology = dify.redis_topology(env)
+        if topology and url is None:
+            checks.append(_bad(
+                "redis", f"not checked: Dify's Redis is a {topology} "
+                f"(REDIS_USE_{'SENTINEL' if topology == 'sentinel' else 'CLUSTERS'}=true), "
+                "which doctor does not follow",
+                f"look for the key yourself (redis-cli EXISTS {dify.redis_lock_key(env)} on the "
+                "master), or give --redis-url redis://HOST:PORT/DB of the master"))
+            return
+        url = url or dify.redis_url(env)
     if not url:
         return
+    key = dify.redis_lock_key(env)
     where = mask_redis_url(url)
     try:
         state = inspect_key(url, key)
     except RedisError as exc:
-        checks.append(_bad("redis-lock", f"could not inspect {where}: {exc}",
-                           "check REDIS_* settings; this check only matters for Dify's old "
-                           "'flask upgrade-db'"))
+        checks.append(_bad("redis", f"not checked: could not inspect {where}: {exc}",
+                           "check REDIS_* settings / --redis-url; the database checks do not "
+                           "depend on Redis (only Dify's old 'flask upgrade-db' does)"))
         return
     except ConfigError as exc:
-        checks.append(_bad("redis-lock", exc.message, exc.hint))
+        checks.append(_bad("redis", f"not checked: {exc.message}", exc.hint))
         return
     if not state.exists:
         checks.append(CheckResult("redis-lock", True, f"no '{key}' key in {where}"))
@@ -267,9 +284,14 @@ def _finish(result: Result, started: float, failure: type) -> Result:
     import time
 
     result.seconds = time.monotonic() - started
-    bad = [c for c in result.checks if not c.ok]
+    bad = [c for c in result.checks if not c.ok and c.name not in ADVISORY]
+    advisory = [c for c in result.checks if not c.ok and c.name in ADVISORY]
     if not bad:
         result.message = f"all {len(result.checks)} checks passed"
+        if advisory:
+            result.message = (f"{len(result.checks) - len(advisory)} of {len(result.checks)} "
+                              "checks passed; findings that do not affect the exit code: "
+                              + "; ".join(c.name for c in advisory))
         return result
     exc = failure(f"{len(bad)} of {len(result.checks)} checks failed: "
                   + "; ".join(c.name for c in bad),

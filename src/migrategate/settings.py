@@ -193,7 +193,7 @@ def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -
     if preset:
         from .presets import load_preset
 
-        given = frozenset(values)
+        given = dict(values)  # what flags/env set, with values (e.g. app_root)
         for name, (value, source) in load_preset(preset).defaults(env, given).items():
             if name not in values:
                 values[name] = value
