@@ -215,15 +215,8 @@ def downgrade():
 '''
 
 
-@pytest.mark.xfail(strict=True, reason="OWNED BY apply.py (the lead's rewrite): a revision that "
-                   "fails to import must be named with its file and line without --debug. "
-                   "Remove this marker once it passes.")
 def test_a_revision_that_fails_to_import_names_its_file_and_line(pg_url, tmp_path):
-    """Expected (exit 6 or 2, either way one line without --debug), e.g.:
-
-    error: revision file .../versions/zz01_broken.py failed to import at line 3:
-    ModuleNotFoundError: No module named 'models.does_not_exist' — ...
-    """
+    """Nothing ran, so it is a configuration error (2), named in one line without --debug."""
     import shutil
 
     migrations = tmp_path / "migrations"
@@ -234,7 +227,7 @@ def test_a_revision_that_fails_to_import_names_its_file_and_line(pg_url, tmp_pat
     run = migrategate("upgrade", "--preset", "dify", "--migrations", str(migrations),
                       "--app-root", str(FIXTURE), env=env)
 
-    assert run.code != 0
+    assert run.code == 2, run.output
     assert "Traceback" not in run.stderr
-    assert "zz01_broken.py" in run.stderr and "line 3" in run.stderr, run.stderr
+    assert "zz01_broken.py, line 3" in run.stderr, run.stderr
     assert "models.does_not_exist" in run.stderr
