@@ -101,6 +101,7 @@ def _check_scripts(settings: Settings, checks: List[CheckResult]) -> Any:
 
 def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
                     writer: Writer) -> Optional[type]:
+    from .checks import version_table_check
     from .connect import connect, make_engine
     from .lock import lock_for
     from .plan import read_current
@@ -120,18 +121,14 @@ def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
             checks.append(CheckResult("database", True,
                                       f"{settings.masked_url} reachable, credentials valid"))
             current = read_current(conn, settings.version_table, settings.version_table_schema)
-            if current is None:
-                checks.append(_bad(
-                    "version-table", f"{settings.version_table} does not exist: no migration "
-                    "has ever completed on this database",
-                    "run 'migrategate upgrade' (if a migration 'succeeded', it was skipped or "
-                    "its errors were swallowed)"))
-            elif not current:
-                checks.append(_bad("version-table", f"{settings.version_table} is empty",
-                                   "run 'migrategate upgrade'"))
+            check = version_table_check(current, settings.version_table,
+                                        settings.version_table_schema)
+            if check.ok:
+                checks.append(check)
             else:
-                checks.append(CheckResult("version-table", True,
-                                          f"{settings.version_table} at {', '.join(current)}"))
+                checks.append(_bad(check.name, check.detail,
+                                   "run 'migrategate upgrade' (if a migration 'succeeded', it "
+                                   "was skipped or its errors were swallowed)"))
             if graph is not None:
                 _check_pending(graph, current, checks)
             _check_tables(conn, settings, checks)
@@ -171,15 +168,16 @@ def _check_pending(graph: Any, current: Any, checks: List[CheckResult]) -> None:
 
 
 def _check_tables(conn: Any, settings: Settings, checks: List[CheckResult]) -> None:
-    from sqlalchemy import inspect
+    """The same table checks as ``verify`` (schema-qualified names included), summarised."""
+    from .checks import table_checks
 
-    if not settings.expect_tables:
+    results = table_checks(conn, settings.expect_tables)
+    if not results:
         return
-    names = set(inspect(conn).get_table_names())
-    missing = [t for t in settings.expect_tables if t.rpartition(".")[2] not in names]
+    missing = [r.name.split(":", 1)[1] for r in results if not r.ok]
     if missing:
-        checks.append(_bad("key-tables", f"missing: {', '.join(missing)} "
-                           f"({len(names)} tables exist)", "run 'migrategate upgrade'"))
+        checks.append(_bad("key-tables", f"missing: {', '.join(missing)}",
+                           "run 'migrategate upgrade'"))
     else:
         checks.append(CheckResult("key-tables", True,
                                   f"present: {', '.join(settings.expect_tables)}"))
