@@ -32,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     g = common.add_argument_group("database and migrations (each also from MIGRATEGATE_<NAME>)")
     g.add_argument("--database-url", metavar="URL",
                    help="SQLAlchemy URL; else MIGRATEGATE_DATABASE_URL, else DATABASE_URL. "
@@ -217,10 +217,11 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
     settings = None
     try:
         from .errors import ConfigError
-        from .settings import resolve
+        from .settings import register_secrets, resolve
 
         try:
             settings = resolve(flags, env)
+            register_secrets(settings)
         except ConfigError as exc:
             if args.command != "doctor":
                 raise

@@ -16,7 +16,8 @@ from .dberrors import describe
 from .errors import AuthError, ConfigError, PermissionDenied, UnreachableError
 from .log import Writer, default_writer
 from .retry import Backoff, interruptible
-from .settings import Settings, mask_url
+from .settings import Settings
+from .urls import mask_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection, Engine

@@ -21,7 +21,9 @@ from .errors import (
 )
 from .log import Writer, default_writer
 from .report import Result
-from .settings import OPTIONS, Settings, mask_redis_url
+from .settings import OPTIONS, Settings
+from .redact import register_secret
+from .urls import mask_redis_url, url_secrets
 
 SHOWN_SETTINGS = ("database_url", "migrations", "config", "preset", "app_root", "lock_name",
                   "expect_tables", "redis_url", "version_table")
@@ -253,6 +255,8 @@ def _check_redis_lock(settings: Settings, env: Mapping[str, str],
                 "master), or give --redis-url redis://HOST:PORT/DB of the master"))
             return
         url = url or dify.redis_url(env)
+        for secret in url_secrets(url or ""):
+            register_secret(secret)  # Dify's REDIS_PASSWORD, not seen by resolve()
     if not url:
         return
     key = dify.redis_lock_key(env)
