@@ -48,7 +48,7 @@ def load_strict(text: str) -> List[Dict[str, Any]]:
     return [d for d in yaml.load_all(text, Loader=_UniqueKeyLoader) if d]
 
 
-# --------------------------------------------------------------------------- Helm 4.1 post-renderers
+# ------------------------------------------------------------------ Helm 4.1 post-renderers
 
 @pytest.fixture(scope="module")
 def identity_post_renderer(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -238,7 +238,8 @@ def test_extra_containers_topology_and_tpl(helm: Helm) -> None:
         topologySpreadConstraints=[{
             "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
             "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "{{ .Release.Name }}"}}}])
+            "labelSelector": {
+                "matchLabels": {"app.kubernetes.io/instance": "{{ .Release.Name }}"}}}])
     spec = pod_spec(one(helm.template(values=vals), "Job"))
     assert spec["initContainers"][0]["args"] == ["--name=shop-db"]
     assert [c["name"] for c in spec["containers"]] == ["migrate", "log"]
