@@ -502,6 +502,9 @@ def test_dify_example(helm: Helm) -> None:
     assert env["DB_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": "dify-postgresql", "key": "postgres-password"}
     assert "MIGRATION_ENABLED" in DIFY_VALUES.read_text()
+    # Dify's chart sets runAsUser per container: the wait gate needs its own (see tests/e2e)
+    assert yaml.safe_load(DIFY_VALUES.read_text())["gate"]["securityContext"] == {
+        "runAsUser": 1001}
 
 
 def _leaves(obj: Any, prefix: str = "") -> Iterator[str]:

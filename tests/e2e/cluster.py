@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import fcntl
 import json
 import os
 import secrets
@@ -103,7 +104,7 @@ class Cluster:
     """Start with ``Cluster.start(paths)``; ``stop()`` always, even after a failure."""
 
     paths: Dict[str, Path]
-    run: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mg-e2e-")))
+    run: Path = field(default_factory=Path)
     procs: List[Proc] = field(default_factory=list)
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     ports: Dict[str, int] = field(default_factory=dict)
@@ -194,7 +195,18 @@ class Cluster:
 
     @classmethod
     def start(cls, paths: Dict[str, Path]) -> "Cluster":
-        cluster = cls(paths)
+        """One cluster per cache at a time (they share the docker data-root): the lock is
+        held until stop(). Leftovers of a run that was killed (SIGKILL skips every
+        handler) are reaped first: processes naming this cache's runs/ or docker-data/
+        directories, by PID, and mounts below them."""
+        root = provision.cache_root()
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / "e2e.lock", "w")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _reap_stale(root)
+        (root / "runs").mkdir(exist_ok=True)
+        cluster = cls(paths, run=Path(tempfile.mkdtemp(prefix="run-", dir=root / "runs")))
+        cluster._lock = lock
         _LIVE.append(cluster)
         try:
             cluster._start()
@@ -410,6 +422,9 @@ class Cluster:
             shutil.rmtree(self.run, ignore_errors=True)
         if self in _LIVE:
             _LIVE.remove(self)
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.close()  # releases the flock
 
     def leftovers(self) -> List[str]:
         """Processes or mounts of this cluster still alive (for the teardown test)."""
@@ -447,6 +462,21 @@ def _pids_below(run: Path) -> List[int]:
     return found
 
 
+def _reap_stale(root: Path) -> None:
+    """Processes and mounts a killed earlier run of this cache left (called under the lock)."""
+    stale = [p for p in _pids_below(root / "runs") + _pids_below(root / "docker-data")]
+    if stale:
+        print(f"[e2e] stopping {len(stale)} process(es) left by a killed earlier run: "
+              f"{sorted(set(stale))}", file=sys.stderr)
+    _kill_strays(root / "runs")
+    _kill_strays(root / "docker-data")
+    _unmount_below(root / "runs")
+    _unmount_below(root / "docker-data")
+    if (root / "runs").exists():
+        for old in (root / "runs").iterdir():
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def _kill_strays(run: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         pids = _pids_below(run)
@@ -460,25 +490,8 @@ def _kill_strays(run: Path) -> None:
         time.sleep(2)
 
 
-def _mounts_below(path: Path) -> List[str]:
-    prefix = str(path.resolve())
-    out = []
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        point = line.split()[4].replace("\\040", " ")
-        if point == prefix or point.startswith(prefix + "/"):
-            out.append(point)
-    return out
-
-
-def _unmount_below(path: Path) -> None:
-    for point in sorted(_mounts_below(path), key=len, reverse=True):
-        subprocess.run(["umount", point], capture_output=True)
-    for point in sorted(_mounts_below(path), key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True)
+_mounts_below = provision.mounts_below
+_unmount_below = provision.unmount_below
 
 
 _LIVE: List[Cluster] = []
@@ -490,9 +503,10 @@ def _stop_all() -> None:
 
 
 def _on_signal(signum: int, frame: Any) -> None:
-    _stop_all()
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
+    """SIGTERM/SIGHUP behave like Ctrl-C: pytest stops, fixtures tear the cluster down, a
+    running build step kills its process group (provision.run)."""
+    signal.signal(signum, signal.SIG_DFL)  # a second signal ends the process at once
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def install_teardown_handlers() -> None:

@@ -7,7 +7,6 @@ Run it with ``bash scripts/e2e.sh`` (see tests/e2e/README.md).
 
 from __future__ import annotations
 
-import fcntl
 import re
 import shutil
 import sys
@@ -39,17 +38,7 @@ import servers  # noqa: E402
 # --------------------------------------------------------------------------- the cluster
 
 @pytest.fixture(scope="session")
-def e2e_lock() -> Iterator[None]:
-    """One e2e session at a time per machine: they share the cached docker data-root."""
-    root = provision.cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / "e2e.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        yield
-
-
-@pytest.fixture(scope="session")
-def cluster(e2e_lock: None) -> Iterator[cluster_mod.Cluster]:
+def cluster() -> Iterator[cluster_mod.Cluster]:
     cluster_mod.install_teardown_handlers()
     started = time.monotonic()
     try:

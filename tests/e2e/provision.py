@@ -23,8 +23,10 @@ interrupted build is redone, never half-used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -72,22 +74,32 @@ def log(message: str) -> None:
 
 def run(cmd: Sequence[str], *, cwd: Optional[Path] = None, env: Optional[dict] = None,
         logfile: Optional[Path] = None, what: str = "") -> str:
-    """Run a command; on failure raise ProvisionError with its output's tail."""
+    """Run a command in its own process group; on failure raise ProvisionError with its
+    output's tail. If this process is interrupted meanwhile (Ctrl-C, or SIGTERM turned
+    into KeyboardInterrupt by cluster.install_teardown_handlers), the whole group (make and
+    its compilers) is killed before the interruption propagates: no orphaned build."""
     full_env = dict(os.environ, **(env or {}))
-    if logfile is not None:
-        with open(logfile, "ab") as fh:
-            proc = subprocess.run(list(cmd), cwd=cwd, env=full_env, stdout=fh,
-                                  stderr=subprocess.STDOUT)
-        if proc.returncode != 0:
-            tail = logfile.read_text(errors="replace")[-3000:]
-            raise ProvisionError(f"{what or cmd[0]} failed (exit {proc.returncode}); "
-                                 f"last output from {logfile}:\n{tail}")
-        return ""
-    proc2 = subprocess.run(list(cmd), cwd=cwd, env=full_env, capture_output=True, text=True)
-    if proc2.returncode != 0:
-        raise ProvisionError(f"{what or ' '.join(cmd)} failed (exit {proc2.returncode}):\n"
-                             f"{proc2.stdout[-2000:]}{proc2.stderr[-2000:]}")
-    return proc2.stdout
+    out_fh = open(logfile, "ab") if logfile is not None else subprocess.PIPE
+    proc = subprocess.Popen(list(cmd), cwd=cwd, env=full_env, stdout=out_fh,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the group this call created
+        proc.wait()
+        raise
+    finally:
+        if logfile is not None:
+            out_fh.close()
+    if proc.returncode != 0:
+        tail = (logfile.read_text(errors="replace") if logfile is not None
+                else output.decode(errors="replace"))[-3000:]
+        raise ProvisionError(f"{what or ' '.join(cmd)} failed (exit {proc.returncode})"
+                             + (f"; last output from {logfile}" if logfile else "")
+                             + f":\n{tail}")
+    return "" if logfile is not None else output.decode(errors="replace")
 
 
 def apt_install(packages: Sequence[str]) -> None:
@@ -112,6 +124,28 @@ def ensure_commands(commands: dict) -> None:
     if still:
         raise ProvisionError(f"{', '.join(still)} still missing after apt-get install "
                              f"{' '.join(missing)}")
+
+
+def mounts_below(path: Path) -> List[str]:
+    """Mount points at or below ``path`` (from /proc/self/mountinfo)."""
+    prefix = str(Path(path).resolve())
+    out = []
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        point = line.split()[4].replace("\\040", " ")
+        if point == prefix or point.startswith(prefix + "/"):
+            out.append(point)
+    return out
+
+
+def unmount_below(path: Path) -> None:
+    """Unmount everything at or below ``path``, deepest first (lazily if busy)."""
+    for lazy in ([], ["-l"]):
+        for point in sorted(mounts_below(path), key=len, reverse=True):
+            subprocess.run(["umount", *lazy, point], capture_output=True)
 
 
 # --------------------------------------------------------------------------- sources
@@ -281,8 +315,12 @@ def ensure_rootfs() -> Path:
     with tempfile.TemporaryDirectory(prefix="rootfs-", dir=cache_root()) as tmp:
         root = Path(tmp) / "root"
         log(f"debootstrap {DEBIAN_SUITE} with {' '.join(IMAGE_PACKAGES)} (1-2 minutes)")
-        run(["debootstrap", "--variant=minbase", f"--include={','.join(IMAGE_PACKAGES)}",
-             DEBIAN_SUITE, str(root), _debian_mirror()], logfile=logfile, what="debootstrap")
+        try:
+            run(["debootstrap", "--variant=minbase", f"--include={','.join(IMAGE_PACKAGES)}",
+                 DEBIAN_SUITE, str(root), _debian_mirror()], logfile=logfile,
+                what="debootstrap")
+        finally:
+            unmount_below(root)  # debootstrap mounts /proc and /sys in the target
         with open(root / "etc" / "passwd", "a") as fh:
             fh.write("app:x:1001:1001:app:/home/app:/bin/sh\n"
                      "nonroot:x:65532:65532:nonroot:/home/nonroot:/bin/sh\n")
