@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -413,6 +414,8 @@ class Cluster:
             ids = self.docker("ps", "-aq", check=False, timeout=60).stdout.decode().split()
             if ids:
                 self.docker("rm", "-f", "-v", *ids, check=False, timeout=120)
+            # the images this run re-tagged leave their predecessors dangling
+            self.docker("image", "prune", "-f", check=False, timeout=120)
         for proc in reversed(self.procs):
             _terminate(proc.popen)
         _kill_strays(self.run)
@@ -462,8 +465,38 @@ def _pids_below(run: Path) -> List[int]:
     return found
 
 
+LEDGER = "pids"  # cache_root()/runs/pids: "<pid> <marker>" of helpers outside the run dir
+
+
+def register_helper(pid: int, marker: str) -> None:
+    """Record a process this session started outside the run directory (the test
+    database): a later session reaps it if this one was SIGKILLed. ``marker`` is a string
+    of its command line, checked before killing (a reused PID is left alone)."""
+    with open(provision.cache_root() / "runs" / LEDGER, "a") as fh:
+        fh.write(f"{pid} {marker}\n")
+
+
+def _reap_ledger(root: Path) -> None:
+    ledger = root / "runs" / LEDGER
+    if not ledger.exists():
+        return
+    for line in ledger.read_text().splitlines():
+        pid_text, _, marker = line.partition(" ")
+        try:
+            cmdline = Path(f"/proc/{int(pid_text)}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if marker and marker.encode() in cmdline:
+            print(f"[e2e] stopping pid {pid_text} left by a killed earlier run ({marker})",
+                  file=sys.stderr)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_text), signal.SIGTERM)
+    ledger.unlink()
+
+
 def _reap_stale(root: Path) -> None:
     """Processes and mounts a killed earlier run of this cache left (called under the lock)."""
+    _reap_ledger(root)
     stale = [p for p in _pids_below(root / "runs") + _pids_below(root / "docker-data")]
     if stale:
         print(f"[e2e] stopping {len(stale)} process(es) left by a killed earlier run: "

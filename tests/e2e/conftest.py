@@ -82,9 +82,12 @@ def images(cluster: cluster_mod.Cluster, tmp_path_factory: pytest.TempPathFactor
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[servers.Server]:
+def postgres(cluster: cluster_mod.Cluster) -> Iterator[servers.Server]:
     base = servers.session_dir()
     server = servers.start_postgres(base / "pg")
+    postmaster = server.proc.pid  # runuser; the postmaster is its child
+    for child in Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split():
+        cluster_mod.register_helper(int(child), str(base))
     try:
         yield server
     finally:
