@@ -168,6 +168,34 @@ def test_helm_test_runs_verify_with_the_jobs_settings(
     assert kube.terminated(pod, "verify")["exitCode"] == 7
 
 
+def test_a_sidecar_that_keeps_running_keeps_the_job_unfinished(
+        helm: HelmCLI, kube: Kube, namespace: str, database: Dict[str, str],
+        images: Dict[str, str]) -> None:
+    """Backs the README and NOTES: migrate exits 0, the sidecar runs on, the pod stays
+    Running, and only activeDeadlineSeconds ends the Job (as Failed)."""
+    sidecar = {"name": "proxy", "image": images["app1"], "imagePullPolicy": "Never",
+               "command": ["python3", "-c", "import time; time.sleep(10**6)"]}
+    values = chart_values(database, images["app1"], job={
+        "extraContainers": [sidecar], "activeDeadlineSeconds": 25, "backoffLimit": 0})
+    out = helm.install("shop", namespace, values)
+    assert "completes only when EVERY container of its pod has exited" in out.stdout
+    name = only_job(kube, namespace)["metadata"]["name"]
+
+    def migrate_done() -> Any:
+        pods = kube.job_pods(namespace, name)
+        return pods[0] if pods and kube.terminated(pods[0], "migrate") else None
+
+    pod = kube.until(migrate_done, 60, "migrate to exit", lambda: kube.describe(namespace))
+    assert kube.terminated(pod, "migrate")["exitCode"] == 0
+    assert revision(database) == "c003"
+    assert pod["status"]["phase"] == "Running", "the sidecar keeps the pod running"
+    assert not kube.job_condition(kube.get(namespace, "jobs", name))
+    job = kube.wait_job(namespace, name, 90)
+    assert kube.job_condition(job) == "Failed"
+    failed = [c for c in job["status"]["conditions"] if c["type"] == "Failed"][0]
+    assert failed["reason"] == "DeadlineExceeded", failed
+
+
 # --------------------------------------------------------------------------- hook mode
 
 def test_hook_mode_install_upgrade_uninstall(helm: HelmCLI, kube: Kube, namespace: str,
