@@ -336,3 +336,11 @@ def test_parent_fixture_and_docs_use_only_public_helpers() -> None:
                  *(ROOT / "docs").rglob("*.md"), *(ROOT / "examples").rglob("*.yaml")]:
         for name in re.findall(r'include "(migrategate\.[^"]+)"', path.read_text()):
             assert name in public, f"{path} includes the internal helper {name}"
+
+
+def test_lock_retries_and_statement_timeout_reach_the_job(helm: Helm) -> None:
+    over = {"upgrade": {"pgLockTimeout": 0.05, "lockRetries": 200, "statementTimeout": 1800}}
+    args = job_container(helm.template(values=values(**over)))["args"]
+    assert args[args.index("--lock-retries") + 1] == "200"
+    assert args[args.index("--statement-timeout") + 1] == "1800"
+    assert args[args.index("--pg-lock-timeout") + 1] == "0.05"

@@ -166,6 +166,12 @@ The migrategate source files. Inside this chart: .Files; from a parent chart:
 {{- if not (kindIs "invalid" $u.pgLockTimeout) -}}
 {{- $args = concat $args (list "--pg-lock-timeout" (toString $u.pgLockTimeout)) -}}
 {{- end -}}
+{{- if $u.lockRetries -}}
+{{- $args = concat $args (list "--lock-retries" (toString $u.lockRetries)) -}}
+{{- end -}}
+{{- if not (kindIs "invalid" $u.statementTimeout) -}}
+{{- $args = concat $args (list "--statement-timeout" (toString $u.statementTimeout)) -}}
+{{- end -}}
 {{- if .values.gate.allowAhead -}}
 {{- $args = append $args "--allow-ahead" -}}
 {{- end -}}
