@@ -182,7 +182,7 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, writer: Writer
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
 
-    destination = "heads" if len(plan.target) > 1 else plan.target[0]
+    destination = plan.destination
     script = ScriptDirectory.from_config(config)
     progress = _Progress(plan, settings, writer, guard)
     if into is not None:

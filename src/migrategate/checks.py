@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from .plan import Plan, make_plan, read_current
-from .scripts import Graph
+from .graph import Graph
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection
@@ -60,11 +60,11 @@ def run_checks(conn: "Connection", graph: Graph, target_spec: Optional[str] = No
             "at-target", False,
             f"{len(plan.pending)} revision(s) pending before {', '.join(plan.target)}: "
             f"{names}{more}"))
-    elif set(plan.current) != set(plan.target):
+    elif set(plan.current) != set(plan.expected):
         results.append(CheckResult(
             "at-target", False,
             f"database is at {', '.join(plan.current) or 'nothing'}, "
-            f"target is {', '.join(plan.target)}"))
+            f"expected {', '.join(plan.expected)} for target {', '.join(plan.target)}"))
     else:
         results.append(CheckResult("at-target", True, f"at {', '.join(plan.target)}"))
 
