@@ -45,7 +45,9 @@ def load_graph(settings: Settings, config: Optional["Config"] = None,
                 return Graph(revisions, source="static")
     script = script_directory(config or make_config(settings, with_url=False))
     if static and not script.sourceless:
-        revisions = _read_all(version_dirs(script), bool(script.recursive_version_locations))
+        # recursive_version_locations arrived in Alembic 1.10
+        recursive = bool(getattr(script, "recursive_version_locations", False))
+        revisions = _read_all(version_dirs(script), recursive)
         if revisions is not None:
             return Graph(revisions, source="static")
     return graph_from_script(script)
