@@ -189,8 +189,8 @@ class Graph:
                                       "give more characters of the revision id") from None
             raise ConfigError(f"target revision {spec!r} does not exist in the scripts "
                               f"(Alembic: {exc})",
-                              "check --to against 'migrategate status' (ids, prefixes of "
-                              "4+ characters, branch labels, LABEL@head)") from None
+                              "check --to against 'migrategate status' (revision ids, unique "
+                              "prefixes, branch labels, LABEL@head, REV+N)") from None
         except RevisionError as exc:
             raise ConfigError(f"target {spec!r} cannot be resolved: {exc}",
                               "check --to against 'migrategate status'") from None
