@@ -221,3 +221,28 @@ def test_unknown_database_revision_is_refused_unless_allowed(tmp_path):
         make_plan(g, ("future",), None)
     assert err.value.exit_code == 8
     assert make_plan(g, ("future",), "heads", allow_ahead=True).unknown == ("future",)
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["static", "alembic-loader"])
+def test_version_locations_are_read_where_alembic_reads_them(tmp_path, conditional):
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from factory import render
+
+    mig = write_project(tmp_path, RICH[:4])
+    extra = tmp_path / "billing_versions"
+    extra.mkdir()
+    for i, rev in enumerate(RICH[4:]):
+        (extra / f"{i}_{rev.id}.py").write_text(render(rev))
+    if conditional:
+        (extra / "9_z.py").write_text("revision = 'z0001'\nif True:\n    down_revision = 'c0001'\n"
+                                      "def upgrade():\n    pass\n")
+    ini = tmp_path / "alembic.ini"
+    ini.write_text(f"[alembic]\nscript_location = {mig}\npath_separator = space\n"
+                   f"version_locations = {mig}/versions %(here)s/billing_versions\n")
+    g = load_graph(Settings(config=str(ini)))
+    assert g.source == ("alembic" if conditional else "static")
+    script = ScriptDirectory.from_config(Config(str(ini)))
+    assert g.heads == tuple(script.get_heads())
+    assert set(g.revisions) == {r.revision for r in script.walk_revisions()}
