@@ -29,7 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
 # Alembic's grammar for relative targets (alembic/script/revision.py, unchanged since 1.7).
 _RELATIVE = re.compile(r"(?:(.+?)@)?(\w+)?((?:\+|-)\d+)")
 _ILLEGAL_IN_ID = ("@", "-", "+")  # what every Alembic >= 1.7 refuses in a revision id
-_SIMPLE_SPECS = (None, "", "head", "heads")
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,7 @@ class Graph:
             if len(self.heads) > 1:
                 raise AmbiguousTarget(
                     f"the scripts have {len(self.heads)} heads ({', '.join(self.heads)}) "
-                    f"and {'no target was given' if not spec else 'head means one of them'}",
+                    + ("and no target was given" if not spec else "so 'head' is ambiguous"),
                     "merge them ('alembic merge heads'), or pass --to heads, "
                     "--to LABEL@head or --to REV",
                 )
