@@ -7,7 +7,7 @@ nothing left to do.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
 from .errors import ConfigError, UnknownRevision
 from .graph import Graph, Revision
@@ -29,6 +29,26 @@ class Plan:
     @property
     def up_to_date(self) -> bool:
         return not self.pending
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"current": list(self.current), "target": list(self.target),
+                "pending": [{"id": r.id, "message": r.message} for r in self.pending],
+                "unknown": list(self.unknown), "destination": self.destination,
+                "expected": list(self.expected)}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Plan":
+        """Enough of a plan for the migration process (ids and messages, not the graph)."""
+        pending = [_Pending(p["id"], p["message"]) for p in d["pending"]]
+        return cls(tuple(d["current"]), tuple(d["target"]), pending,  # type: ignore[arg-type]
+                   unknown=tuple(d["unknown"]), destination=d["destination"],
+                   expected=tuple(d["expected"]))
+
+
+@dataclass
+class _Pending:
+    id: str
+    message: str
 
 
 def version_table_exists(conn: "Connection", table: str, schema: Optional[str]) -> bool:
