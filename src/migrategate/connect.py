@@ -76,6 +76,8 @@ def session_options(settings: Settings, server_version: int) -> str:
         opts.append("-c client_connection_check_interval=2000")
     if settings.pg_lock_timeout is not None:
         opts.append(f"-c lock_timeout={int(settings.pg_lock_timeout * 1000)}")
+    if settings.statement_timeout is not None:
+        opts.append(f"-c statement_timeout={int(settings.statement_timeout * 1000)}")
     return " ".join(opts)
 
 

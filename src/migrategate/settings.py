@@ -28,7 +28,7 @@ FALSE = {"0", "false", "no", "off", ""}
 @dataclass(frozen=True)
 class Option:
     name: str
-    kind: str  # "str" | "seconds" | "bool" | "list"
+    kind: str  # "str" | "seconds" | "count" | "bool" | "list"
     default: Any = None
     env: Tuple[str, ...] = ()
     flag: str = ""
@@ -75,6 +75,8 @@ OPTIONS: Dict[str, Option] = {
         Option("single_transaction", "bool", False),
         Option("heartbeat", "seconds", 30.0),
         Option("allow_proxy", "bool", False),
+        Option("lock_retries", "count", 0),
+        Option("statement_timeout", "seconds"),
     )
 }
 
@@ -107,6 +109,8 @@ class Settings:
     single_transaction: bool = False
     heartbeat: float = 30.0
     allow_proxy: bool = False
+    lock_retries: int = 0
+    statement_timeout: Optional[float] = None
     sources: Dict[str, str] = field(default_factory=dict)
 
     @property
@@ -163,6 +167,11 @@ def _parse(opt: Option, raw: Any, source: str) -> Any:
         if not (value >= 0) or value == float("inf"):
             raise ConfigError(f"{source} must be a finite number of seconds >= 0, got {raw!r}")
         return value
+    if opt.kind == "count":
+        text = str(raw).strip()
+        if not text.isdigit() or int(text) > 1000:
+            raise ConfigError(f"{source} must be a whole number from 0 to 1000, got {raw!r}")
+        return int(text)
     if opt.kind == "list":
         if isinstance(raw, (list, tuple)):
             items = [str(x) for x in raw]
@@ -233,6 +242,9 @@ def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -
         raise ConfigError(f"{sources.get('interval', '--interval')} must be at least 0.1 s, "
                           f"got {values['interval']:g}",
                           "a poll costs the database a transaction; 1-2 s is plenty")
+    if values["statement_timeout"] == 0:
+        raise ConfigError(f"{sources.get('statement_timeout')} is 0, which PostgreSQL reads as "
+                          "'no statement timeout'", "leave it unset, or give seconds")
     if values["pg_lock_timeout"] == 0:
         raise ConfigError(f"{sources.get('pg_lock_timeout')} is 0, which PostgreSQL reads as "
                           "'no lock timeout'", "leave it unset for no timeout, or give seconds")
