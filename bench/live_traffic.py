@@ -21,7 +21,8 @@ longest stall (slowest request), p99 latency, whether the migration completed (e
 column exists), and how long after the blocker's COMMIT the runner exited.
 
 Then empty -> head on bench/measure.py's synthetic chains with the retry flags and nothing
-blocking, against plain ``migrategate upgrade``, interleaved, as a ratio of medians.
+blocking, against plain ``migrategate upgrade``, interleaved: wall-time and CPU-time ratios
+of medians, and the statements the server executed for each (``log_statement``).
 
 Writes ``<out>/live_traffic.json`` and ``<out>/live_traffic.png``. Not part of the test
 suite: wall-clock numbers belong here, not in assertions.
@@ -294,27 +295,128 @@ def quantile(xs: List[float], q: float) -> Optional[float]:
 
 # ----------------------------------------------------------------------------- overhead
 
+def run_timed(argv: Sequence[str]) -> Tuple[float, float]:
+    """(wall seconds, CPU seconds of the child: user + system) of one run; exit 0 or raise."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    start = time.perf_counter()
+    proc = subprocess.Popen(list(argv), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.stderr:
+        proc.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{argv[3:5]} exited {os.waitstatus_to_exitcode(status)}:\n"
+                           f"{err[-2000:]}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
 def chain_overhead(pg, root: Path, sizes: Sequence[Tuple[int, int]],
                    retries: bool) -> Dict[str, Dict]:
-    """empty -> head with the retry flags vs plain, interleaved; medians and their ratio."""
+    """empty -> head with the retry flags vs plain, interleaved in pairs.
+
+    Reports the ratio of the medians, the median of the per-pair ratios (each pair ran
+    back to back, so it saw about the same machine load) and the ratio of the runner's
+    median CPU time, which the load of other processes disturbs much less than wall time.
+    """
     out: Dict[str, Dict] = {}
     flags = runner_flags(retries)
     for n, reps in sizes:
         mig = measure.write_chain(root, n)
-        times: Dict[str, List[float]] = {"plain": [], "retries": []}
+        wall: Dict[str, List[float]] = {"plain": [], "retries": []}
+        cpu: Dict[str, List[float]] = {"plain": [], "retries": []}
         for rep in range(reps):
             order = [("plain", []), ("retries", flags)]
             for key, extra in (order if rep % 2 == 0 else order[::-1]):
                 url = servers.create_database(pg)
                 argv = measure.mg("upgrade", "--database-url", url, "--migrations", str(mig),
                                   *extra)
-                times[key].append(measure.run(argv)[0])
-        plain, retry = statistics.median(times["plain"]), statistics.median(times["retries"])
-        out[str(n)] = {"plain": plain, "retries": retry, "ratio": retry / plain,
-                       "runs": times, "flags": flags}
-        print(f"  {n} revisions: plain {plain:.3f} s, {' '.join(flags)} {retry:.3f} s "
-              f"= {retry / plain:.3f}× (median of {reps}, interleaved)", flush=True)
+                w, c = run_timed(argv)
+                wall[key].append(w)
+                cpu[key].append(c)
+        med = {k: statistics.median(v) for k, v in wall.items()}
+        med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+        pairs = statistics.median(r / p for p, r in zip(wall["plain"], wall["retries"]))
+        out[str(n)] = {"plain": med["plain"], "retries": med["retries"],
+                       "ratio": med["retries"] / med["plain"], "pair_ratio_median": pairs,
+                       "cpu_plain": med_cpu["plain"], "cpu_retries": med_cpu["retries"],
+                       "cpu_ratio": med_cpu["retries"] / med_cpu["plain"],
+                       "wall_runs": wall, "cpu_runs": cpu, "flags": flags, "reps": reps}
+        print(f"  {n} revisions, median of {reps} interleaved: wall plain {med['plain']:.3f} s,"
+              f" {' '.join(flags)} {med['retries']:.3f} s = {med['retries'] / med['plain']:.3f}×"
+              f" (median pair ratio {pairs:.3f}×); runner CPU {med_cpu['plain']:.3f} s vs "
+              f"{med_cpu['retries']:.3f} s = {med_cpu['retries'] / med_cpu['plain']:.3f}×",
+              flush=True)
     return out
+
+
+def per_revision_cost(pg, blocks: int = 40, per_block: int = 50) -> Dict[str, float]:
+    """What the retry machinery adds to one revision's transaction, in-process (ms).
+
+    The same SQLAlchemy calls migrategate makes around each revision with --lock-retries
+    (``SET LOCAL lock_timeout``, ``begin_nested()``, its commit) on top of a transaction
+    that runs one statement, against that transaction alone; interleaved blocks, median of
+    the per-block differences.
+    """
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(servers.create_database(pg, "cost"), poolclass=sa.pool.NullPool)
+    plain: List[float] = []
+    extra: List[float] = []
+    with engine.connect() as conn:
+        for b in range(blocks):
+            for with_retries in ((False, True) if b % 2 == 0 else (True, False)):
+                start = time.perf_counter()
+                for _ in range(per_block):
+                    with conn.begin():
+                        if with_retries:
+                            conn.exec_driver_sql("SET LOCAL lock_timeout = 50")
+                            savepoint = conn.begin_nested()
+                            conn.exec_driver_sql("SELECT 1")
+                            savepoint.commit()
+                        else:
+                            conn.exec_driver_sql("SELECT 1")
+                (extra if with_retries else plain).append(
+                    (time.perf_counter() - start) / per_block * 1000)
+    engine.dispose()
+    diffs = [e - p for p, e in zip(plain, extra)]
+    out = {"transaction_ms": statistics.median(plain),
+           "with_retry_machinery_ms": statistics.median(extra),
+           "added_ms": statistics.median(diffs)}
+    print(f"  per revision: a one-statement transaction {out['transaction_ms']:.3f} ms; "
+          f"the retry machinery adds {out['added_ms']:.3f} ms (median of {blocks} blocks "
+          f"of {per_block})", flush=True)
+    return out
+
+
+def statement_counts(pg, root: Path, n: int, retries: bool) -> Dict[str, int]:
+    """Statements the server executed for empty -> head, plain vs with the retry flags.
+
+    ``log_statement = all`` on each database (set before the runner connects); the lines the
+    server log gained during the run are that run's statements (nothing else runs then).
+    """
+    mig = measure.write_chain(root, n)
+    admin = connect(pg.url(), "bench-admin")
+    admin.autocommit = True
+    counts: Dict[str, int] = {}
+    for key, extra in (("plain", []), ("retries", runner_flags(retries))):
+        url = servers.create_database(pg, "stmts")
+        from sqlalchemy.engine import make_url
+
+        admin.cursor().execute(f'ALTER DATABASE "{make_url(url).database}" '
+                               "SET log_statement = 'all'")
+        before = pg.log.read_text(errors="replace").count("statement: ")
+        run_timed(measure.mg("upgrade", "--database-url", url, "--migrations", str(mig),
+                             *extra))
+        time.sleep(0.5)  # the logging collector is asynchronous to the client
+        counts[key] = pg.log.read_text(errors="replace").count("statement: ") - before
+    admin.close()
+    counts["revisions"] = n
+    print(f"  statements for {n} revisions: plain {counts['plain']}, with "
+          f"{' '.join(runner_flags(retries))} {counts['retries']} "
+          f"(+{(counts['retries'] - counts['plain']) / n:.1f} per revision)", flush=True)
+    return counts
 
 
 # ----------------------------------------------------------------------------- report
@@ -390,8 +492,10 @@ def chart(runs: List[Dict], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=3, help="repetitions per runner (default 3)")
-    ap.add_argument("--chain-reps", type=int, default=7,
+    ap.add_argument("--chain-reps", type=int, default=9,
                     help="runs per chain size for the overhead ratio (default 7)")
+    ap.add_argument("--skip-traffic", action="store_true",
+                    help="only the overhead measures (statements, chains)")
     ap.add_argument("--out", default=str(ROOT / "docs"), help="where the JSON and PNG go")
     args = ap.parse_args()
     retries = supports_lock_retries()
@@ -408,7 +512,7 @@ def main() -> None:
                                   "pg_lock_timeout": PG_LOCK_TIMEOUT,
                                   "lock_retries": LOCK_RETRIES if retries else None}}
     try:
-        for rep in range(args.reps):
+        for rep in range(0 if args.skip_traffic else args.reps):
             order = ["alembic", "migrategate"] if rep % 2 == 0 else ["migrategate", "alembic"]
             for kind in order:
                 r = one_run(pg, root, mig, kind, retries)
@@ -420,11 +524,16 @@ def main() -> None:
                 for e in r["client_errors"]:
                     print(f"  client error: {e}", flush=True)
         print("empty -> head on the synthetic chains, nothing blocking:", flush=True)
+        results["statements"] = statement_counts(pg, root, 50, retries)
+        results["per_revision_cost"] = per_revision_cost(pg)
         results["chain_overhead"] = chain_overhead(
-            pg, root, [(200, args.chain_reps), (800, max(1, args.chain_reps - 2))], retries)
+            pg, root, [(200, args.chain_reps), (800, max(1, args.chain_reps - 4))], retries)
     finally:
         pg.stop()
     results["load_after"] = os.getloadavg()
+    if not runs:
+        print("(--skip-traffic: nothing written)")
+        return
     results["summary"] = summarize(runs)
     results["runs"] = runs
     out = Path(args.out)
