@@ -479,9 +479,9 @@ def chart(runs: List[Dict], path: Path) -> None:
         outcome = "completed" if r["completed"] else f"exit {r['exit']}"
         ax.set_title(f"{r['label']} — longest stall {r['longest_stall']:.2f} s, {outcome}",
                      fontsize=10)
-        ax.axhline(0.3, color="tab:red", lw=0.8, ls="--")
+        ax.axhline(0.3, color="tab:red", lw=0.8, ls="--", label="0.3 s")
         ax.grid(True, alpha=0.3)
-    axes[0].legend(loc="upper left", fontsize=8)
+    axes[0].legend(loc="upper right", fontsize=8)
     axes[1].set_xlabel("seconds since the long transaction took its lock")
     fig.suptitle("Single-row requests while an ADD COLUMN waits behind a long transaction",
                  fontsize=11)
@@ -497,7 +497,14 @@ def main() -> None:
     ap.add_argument("--skip-traffic", action="store_true",
                     help="only the overhead measures (statements, chains)")
     ap.add_argument("--out", default=str(ROOT / "docs"), help="where the JSON and PNG go")
+    ap.add_argument("--replot", action="store_true",
+                    help="redraw <out>/live_traffic.png from <out>/live_traffic.json and exit")
     args = ap.parse_args()
+    if args.replot:
+        saved = json.loads((Path(args.out) / "live_traffic.json").read_text())
+        chart(saved["runs"], Path(args.out) / "live_traffic.png")
+        print(table(saved["summary"], saved["runs"]))
+        return
     retries = supports_lock_retries()
     if not retries:
         print("note: this migrategate has no --lock-retries; measuring plain "
