@@ -1,6 +1,6 @@
 """Real Dify: migrategate --preset dify next to `flask db upgrade`, timed (not a test).
 
-    PYTHON=/path/to/python3.12 bash -c '$PYTHON bench/dify_real.py DIFY_API_DIR [--reps 3]'
+    /path/to/python3.12 bench/dify_real.py DIFY_API_DIR [--reps 3] [--out docs]
 
 DIFY_API_DIR is a Dify ``api/`` tree; the Python must be able to ``import models`` there
 (Dify's own dependencies, Python >= 3.12; see docs/dify.md and scripts/dify-acceptance.sh)
