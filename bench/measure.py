@@ -348,7 +348,8 @@ def machine() -> Dict[str, str]:
 
     return {"cpus": str(os.cpu_count()), "memory": mem, "python": platform.python_version(),
             "postgresql": pg_version, "sqlalchemy": sqlalchemy.__version__,
-            "alembic": alembic.__version__, "platform": platform.platform()}
+            "alembic": alembic.__version__, "platform": platform.platform(),
+            "load_average_at_start": " / ".join(f"{x:.1f}" for x in os.getloadavg())}
 
 
 def chart(results: Dict, path: Path) -> None:
