@@ -150,6 +150,9 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
         sink({"event": "committed", "revisions": steps.finished})
 
 
+SAVEPOINT = "migrategate_lock_retry"
+
+
 def lock_timeout_for(attempt: int, first: float) -> float:
     """The documented schedule: the lock timeout doubles per attempt, up to 4× the first."""
     return first * min(2 ** (attempt - 1), 4)
@@ -186,23 +189,23 @@ def _with_lock_retries(migration_fn: Callable[..., Any], steps: _Steps, settings
             if attempt > 1 or settings.pg_lock_timeout is None:  # else the session has it
                 ms = int(lock_timeout_for(attempt, first) * 1000)
                 conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
-            savepoint = conn.begin_nested()
+            # a plain SAVEPOINT, never released: COMMIT releases it, so a revision that is
+            # not blocked pays one statement for being retryable
+            conn.exec_driver_sql(f"SAVEPOINT {SAVEPOINT}")
             try:
                 migration_fn(**kw)
             except Exception as exc:
                 retryable = (category(exc) == "lock-timeout" and attempt <= retries
                              and not steps.partial)
-                waited_for = steps.last_statement  # before ROLLBACK TO SAVEPOINT replaces it
-                if savepoint.is_active:
-                    savepoint.rollback()
                 if not retryable:
                     raise
+                waited_for = steps.last_statement  # before ROLLBACK TO SAVEPOINT replaces it
+                conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
                 steps.retrying(attempt, retries + 1, waited_for)
                 guard.check()
                 time.sleep(pause_before(attempt))
                 guard.check()
                 continue
-            savepoint.commit()
             return
 
     return run
