@@ -62,8 +62,8 @@ RUNNER_TIMEOUT = 60.0
 # (apply.lock_timeout_for) doubles the lock timeout per attempt up to 4x the first, so a
 # client can queue behind the waiting ALTER for at most 4 x 0.05 = 0.2 s per attempt: under
 # the 0.3 s target with room for the client's own round trip. The pauses between attempts
-# (apply.pause_before) grow 0.1 s -> 5 s, jittered; 40 retries outlast a blocker of about
-# three minutes before the runner gives up (exit 6). See docs/benchmarks.md.
+# (apply.pause_before) grow 0.1 s -> 1 s, jittered; 40 retries outlast a blocker of about
+# 40 s before the runner gives up (exit 6). See docs/benchmarks.md.
 PG_LOCK_TIMEOUT = "0.05"
 LOCK_RETRIES = "40"
 
