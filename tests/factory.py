@@ -8,7 +8,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 ENV_PY = '''
 from alembic import context
@@ -174,10 +174,6 @@ def versions(url: str) -> List[str]:
                                                              "alembic_version")))
     finally:
         engine.dispose()
-
-
-def flatten(items: Iterable[Iterable[str]]) -> List[str]:
-    return [x for it in items for x in it]
 
 
 def bare_url(url: str) -> str:

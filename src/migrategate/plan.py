@@ -21,7 +21,6 @@ class Plan:
     current: Tuple[str, ...]  # revisions in the version table (empty: none / no table)
     target: Tuple[str, ...]
     pending: List[Revision]
-    has_version_table: bool = True
     unknown: Tuple[str, ...] = ()  # database revisions the scripts don't know (allow_ahead)
 
     @property
@@ -74,6 +73,6 @@ def make_plan(graph: Graph, current: Optional[Tuple[str, ...]], target_spec: Opt
     if unknown:
         # Ahead of these scripts (allow_ahead): we can't tell what the database has,
         # so nothing is pending from our side — never re-queue revisions.
-        return Plan(tuple(current_revs), target, [], current is not None, unknown)
+        return Plan(tuple(current_revs), target, [], unknown=unknown)
     pending = graph.ordered(wanted - done)
-    return Plan(tuple(current_revs), target, pending, current is not None, unknown)
+    return Plan(tuple(current_revs), target, pending, unknown=unknown)
