@@ -13,7 +13,12 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
   fi
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,lint]'
+# A regular (not editable) install: the tests import the package as a user gets it, so
+# package data (py.typed), the module list and the console script are exercised. pip
+# reinstalls a local directory every time; build/ goes first because setuptools would
+# otherwise copy modules deleted from src/ out of a stale build/lib into the wheel.
+rm -rf build
+.venv/bin/python -m pip install -q --disable-pip-version-check '.[test,lint]'
 echo "ruff check src tests bench" >&2
 .venv/bin/ruff check -q src tests bench
 echo "mypy src" >&2

@@ -1,7 +1,8 @@
 """The oldest stack we promise: Python 3.9 (when the machine has it), SQLAlchemy 1.4, Alembic 1.7.
 
-App images are often older than ours, so the CLI runs here from the source tree under a
-separate interpreter with those versions installed (cached under .cache/).
+App images are often older than ours, so the CLI runs here under a separate interpreter
+with those versions installed (cached under .cache/), and migrategate installed into it from
+a wheel of this tree — the old pip installs what we publish.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def _python39():
 
 
 @pytest.fixture(scope="session")
-def old_python():
+def old_python(tmp_path_factory):
     base = _python39() or sys.executable
     tag = subprocess.run([base, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                          capture_output=True, text=True, check=True).stdout.strip()
@@ -41,6 +42,12 @@ def old_python():
         subprocess.run([base, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                         *OLD], check=True)
+    wheels = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "--disable-pip-version-check", "-w", str(wheels), str(REPO)], check=True)
+    (wheel,) = wheels.glob("migrategate-*.whl")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
+                    "--disable-pip-version-check", str(wheel)], check=True)
     return str(python)
 
 
@@ -55,6 +62,12 @@ def test_the_stack_is_really_old(old_python):
                           "print(sqlalchemy.__version__, alembic.__version__)"],
                          capture_output=True, text=True, check=True).stdout
     assert out.startswith("1.4.") and " 1.7." in out
+
+
+def test_migrategate_is_the_installed_wheel_not_the_source_tree(old_python):
+    out = subprocess.run([old_python, "-c", "import migrategate; print(migrategate.__file__)"],
+                         capture_output=True, text=True, check=True, env=cli_env()).stdout
+    assert "site-packages" in out and str(REPO / "src") not in out
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "mariadb", "sqlite"])
