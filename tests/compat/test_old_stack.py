@@ -84,6 +84,35 @@ def test_commands_work_on_sqlalchemy_14_and_alembic_17(old_python, kind, request
     assert versions(url) == ["r003"]
 
 
+COMPUTED_ID = '''"""computed id: the static reader cannot know it, Alembic's loader runs"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "".join(["r00", "2"])
+down_revision = "r001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("t2", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade():
+    pass
+'''
+
+
+def test_alembics_own_loader_works_on_alembic_17(old_python, sqlite_url, tmp_path):
+    """A revision id that is not a literal sends the graph through Alembic's loader (the
+    private RevisionMap._revision_map, docs/alembic-internals.md) on the old stack too."""
+    mig = write_project(tmp_path, chain(1) + [Rev("r002", raw=COMPUTED_ID)])
+    code, out, err = old(old_python, "upgrade", *args_for(sqlite_url, mig, "--json"))
+    assert code == 0, err
+    assert [a["revision"] for a in json.loads(out)["applied"]] == ["r001", "r002"]
+    assert versions(sqlite_url) == ["r002"]
+
+
 def test_broken_revision_and_wrong_password_keep_their_codes(old_python, pg_url, tmp_path):
     import sqlalchemy as sa
 
