@@ -54,3 +54,9 @@ def test_the_version_is_written_once() -> None:
     assert not re.search(r"^version\s*=", project, re.M), "pyproject reads the version"
     assert re.search(r'^dynamic = \["version"\]', project, re.M)
     assert 'version = {attr = "migrategate._version.__version__"}' in dynamic
+
+
+def test_the_changelog_has_the_version() -> None:
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    assert re.search(rf"^## {re.escape(VERSION)} — \d{{4}}-\d{{2}}-\d{{2}}$", changelog, re.M), \
+        f"CHANGELOG.md needs a '## {VERSION} — YYYY-MM-DD' section"
