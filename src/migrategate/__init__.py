@@ -35,6 +35,12 @@ def _run(command: str, env: Optional[Mapping[str, str]], options: Any) -> Any:
     from . import commands
     from .settings import resolve
 
+    from .settings import OPTIONS
+
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:  # a typo must not fall back to $DATABASE_URL and migrate another database
+        raise TypeError(f"migrategate.{command}() got unknown option(s): {', '.join(unknown)}; "
+                        f"known: {', '.join(sorted(OPTIONS))}")
     settings = resolve(options, env)
     if command == "doctor":
         from .doctor import doctor as run_doctor

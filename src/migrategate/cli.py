@@ -21,6 +21,16 @@ def _exit_table() -> str:
     return "exit codes:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
 
 
+class _Parser(argparse.ArgumentParser):
+    """Remembers the usage error, so ``--json`` can still print its one document."""
+
+    last_error = ""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        _Parser.last_error = message
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("database and migrations (each also from MIGRATEGATE_<NAME>)")
@@ -53,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "writable); empty to disable")
     o.add_argument("--debug", action="store_true", help="show tracebacks (secrets masked)")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="migrategate",
         description="Apply Alembic migrations under a database lock and exit 0 only when "
                     "the database is verified at the target.",
@@ -91,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--allow-ahead", action="store_true", default=None,
                     help="exit 0 without migrating when the database is at a revision newer "
                          "than these scripts (a rollback to an older image)")
+    up.add_argument("--allow-proxy", action="store_true", default=None,
+                    help="PostgreSQL: go ahead when a proxy sits between migrategate and the "
+                         "server (default: refuse, since a transaction-pooling proxy such as "
+                         "PgBouncer pool_mode=transaction breaks the session lock); only for "
+                         "session-mode pools and plain TCP proxies")
     expect(up)
 
     ve = add("verify", "check the database is at the scripts' head(s); no changes")
@@ -113,13 +128,78 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--redis-url", metavar="URL",
                      help="Redis to inspect for Dify's db_upgrade_lock (or Dify's REDIS_* env)")
     expect(doc)
+    _add_inject(sub)
     return parser
+
+
+def _add_inject(sub: Any) -> None:
+    """`inject`: a post-renderer (stdin -> stdout); no database settings, so no common flags."""
+    inj = sub.add_parser(
+        "inject", help="post-renderer: add the 'migrategate wait' gate to workloads (stdin -> "
+                       "stdout)",
+        description="Read Kubernetes manifests on stdin, prepend a migrategate-wait "
+                    "initContainer to each Deployment/StatefulSet/DaemonSet whose name matches "
+                    "a --workload pattern, write them on stdout. Needs PyYAML "
+                    "(pip install 'migrategate[inject]').")
+    inj.add_argument("--workload", dest="workloads", action="append", default=[],
+                     metavar="REGEX", help="workload name pattern, matched against the whole "
+                                           "name (repeatable; each must match something)")
+    inj.add_argument("--code-configmap", metavar="NAME", default="migrategate-code",
+                     help="ConfigMap with migrategate's source, created by the migrategate "
+                          "chart (default: migrategate-code, release 'migrategate')")
+    inj.add_argument("--preset", metavar="NAME", help="MIGRATEGATE_PRESET for the gate, e.g. dify")
+    inj.add_argument("--timeout", metavar="S", help="wait --timeout (default: wait's 600)")
+    inj.add_argument("--interval", metavar="S", help="wait --interval (default: wait's 2)")
+    inj.add_argument("--allow-ahead", action="store_true", help="wait --allow-ahead")
+    inj.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                     help="more env for the gate, e.g. MIGRATEGATE_MIGRATIONS=/app/api/migrations")
+    inj.add_argument("--python", default="python", help="the image's Python (default python)")
+    inj.add_argument("--mount-path", default="/opt/migrategate", metavar="DIR",
+                     help="where the source is mounted and put on PYTHONPATH")
+    inj.add_argument("--python-path", action="append", default=[], metavar="DIR",
+                     help="more PYTHONPATH entries (repeat the image's own PYTHONPATH here)")
+    inj.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _run_inject(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .inject import InjectOptions, inject, parse_env
+    from .log import Writer
+
+    try:
+        options = InjectOptions(
+            workloads=args.workloads, code_configmap=args.code_configmap, preset=args.preset,
+            timeout=args.timeout, interval=args.interval, allow_ahead=args.allow_ahead,
+            env=parse_env(args.env), python=args.python, mount_path=args.mount_path,
+            python_path=args.python_path)
+        output = inject(sys.stdin.read(), options)
+    except ConfigError as exc:
+        Writer().error(exc.one_line())
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - mapped to exit 1, never swallowed
+        writer = Writer()
+        writer.error(f"internal error: {type(exc).__name__}: {exc}; this is a migrategate bug "
+                     "— run with --debug and report the traceback")
+        if args.debug:
+            _traceback(writer)
+        return 1
+    sys.stdout.write(output)
+    sys.stdout.flush()
+    return 0
 
 
 def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = None) -> int:
     """Run one command; returns the exit code (never raises except for argparse's exit)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: usage error (2) or --help/--version (0)
+        code = exc.code if isinstance(exc.code, int) else 2
+        if code and _wants_json(argv, env):
+            _usage_report(_Parser.last_error)
+        return code
+    if args.command == "inject":
+        return _run_inject(args)
     flags: Dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
 
     from .log import Writer
@@ -139,7 +219,7 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
             from .doctor import doctor
 
             doctor(None, writer, config_error=exc)  # reports the config check, raises
-        result = _dispatch(args.command, settings, writer, env)
+        result = _dispatch(args.command, settings, writer, env, args.debug)
         code = 0
     except MigrategateError as exc:
         from .report import Result
@@ -149,6 +229,8 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
         writer.error(exc.one_line())
         if args.debug:
             _traceback(writer)
+            for line in (getattr(exc, "child_traceback", "") or "").rstrip().splitlines():
+                writer.error(f"(migration process) {line}")
         code = exc.exit_code
     except KeyboardInterrupt:
         writer.error("interrupted")
@@ -180,14 +262,33 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
     return code
 
 
+def _wants_json(argv: Optional[List[str]], env: Optional[Mapping[str, str]]) -> bool:
+    import os
+
+    words = sys.argv[1:] if argv is None else argv
+    value = (os.environ if env is None else env).get("MIGRATEGATE_JSON", "")
+    return "--json" in words or value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _usage_report(message: str) -> None:
+    """stdout with --json is one JSON document in every outcome, usage errors included."""
+    from .log import Writer
+    from .report import Result, render_json
+
+    render_json(Result("usage", outcome="usage-error", exit_code=2,
+                       message=f"usage error: {message}"), Writer())
+
+
 def _dispatch(command: str, settings: Any, writer: Any,
-              env: Optional[Mapping[str, str]] = None) -> Any:
+              env: Optional[Mapping[str, str]] = None, debug: bool = False) -> Any:
     from . import commands
 
     if command == "doctor":
         from .doctor import doctor
 
         return doctor(settings, writer, env=env)
+    if command == "upgrade":
+        return commands.upgrade(settings, writer, debug=debug)
     return getattr(commands, command)(settings, writer)
 
 

@@ -8,28 +8,31 @@ CLI can still print a full JSON report and a termination message.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
-from typing import TYPE_CHECKING, Callable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Set
 
+from . import dberrors, failures
 from .checks import CheckResult, failed, run_checks
-from .connect import connect, make_engine
+from .connect import blocking, connect, make_engine, server_version
 from .errors import (
-    AuthError,
     ConfigError,
+    DatabaseError,
     MigrategateError,
-    MigrationFailed,
-    UnknownRevision,
+    UnreachableError,
     VerificationFailed,
     WaitTimeout,
 )
-from .lock import acquire, lock_for
+from .lock import MigrationLock, acquire, lock_for, wait_for_orphans
 from .log import Writer, default_writer
 from .plan import Plan, make_plan, read_current
-from .report import Result
-from .runtime import app_paths, migration_environment
-from .scripts import Graph, load_graph, make_config
+from .retry import Backoff
+from .report import Applied, Result
+from .runtime import app_paths
+from .scripts import Graph, load_graph
 from .settings import Settings
 from .signals import SignalGuard
+from .supervise import Run, Supervisor
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection
@@ -68,8 +71,7 @@ def _reporting(result: Result, started: float) -> Iterator[Result]:
         result.exit_code = exc.exit_code
         result.message = exc.one_line()
         result.seconds = time.monotonic() - started
-        if isinstance(exc, MigrationFailed):
-            result.failed_revision = exc.revision
+        result.failed_revision = getattr(exc, "revision", None)
         exc.result = result  # type: ignore[attr-defined]
         raise
     result.seconds = time.monotonic() - started
@@ -82,49 +84,132 @@ def _graph(settings: Settings) -> Graph:
 
 # --------------------------------------------------------------------------- upgrade
 
-def upgrade(settings: Settings, writer: Writer = default_writer) -> Result:
+def upgrade(settings: Settings, writer: Writer = default_writer, debug: bool = False) -> Result:
     """Lock, plan, apply, verify. Returns only when the database is verified at the target.
 
-    A database already at the target is verified without taking the lock, and a
-    runner waiting for the lock stops waiting once another runner has brought the
-    database to the target: a fleet of replicas then verifies in parallel instead
-    of queueing for the lock one by one.
+    A database already at the target is verified without the lock (and without
+    starting a migration process), and a runner waiting for the lock stops
+    waiting once another runner has brought the database to the target.
     """
     started = time.monotonic()
     _require_url(settings)
     result = Result("upgrade", database=settings.masked_url)
-    with _reporting(result, started), SignalGuard() as guard:
+    with _reporting(result, started), SignalGuard() as guard, _database_errors():
         graph = _graph(settings)
         result.heads = list(graph.heads)
         with _session(settings, writer) as conn:
             lock = lock_for(conn, settings.lock_name)
             result.lock = {"name": lock.name, "kind": lock.kind, "taken": False}
             plan = _plan(settings, conn, graph)
-            if plan.up_to_date:
-                _report_plan(plan, graph, writer, result)
+            if not plan.up_to_date:
+                plan = _migrate(settings, writer, guard, conn, graph, lock, result, debug)
             else:
-                waited = acquire(lock, settings.lock_timeout, writer,
-                                 done=lambda: _plan(settings, conn, graph).up_to_date)
-                if waited is None:
-                    writer.info("another runner brought the database to the target meanwhile")
-                    plan = _plan(settings, conn, graph)
-                    _report_plan(plan, graph, writer, result)
-                else:
-                    result.lock.update(taken=True, waited_seconds=round(waited, 3))
-                    try:
-                        warning = lock.check_session()
-                        if warning:
-                            writer.warn(warning)
-                            result.extra["warnings"] = [warning]
-                        # re-read under the lock: whoever held it may have done the work
-                        plan = _plan(settings, conn, graph)
-                        _report_plan(plan, graph, writer, result)
-                        _apply(settings, writer, guard, plan, result)
-                    finally:
-                        with contextlib.suppress(Exception):  # the session ending frees it
-                            lock.release()
+                _report_plan(plan, graph, writer, result)
             _verify_after(settings, conn, graph, plan, result)
     return result
+
+
+def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Connection",
+             graph: Graph, lock: MigrationLock, result: Result, debug: bool) -> Plan:
+    """Under the lock: re-plan, run the migration process, reconcile with the database."""
+    lock.keep_alive()  # the session idles between polls and while the child migrates
+    waited = acquire(lock, settings.lock_timeout, writer,
+                     done=lambda: _plan(settings, conn, graph).up_to_date)
+    if waited is None:
+        writer.info("another runner brought the database to the target meanwhile")
+        plan = _plan(settings, conn, graph)
+        _report_plan(plan, graph, writer, result)
+        return plan
+    assert result.lock is not None
+    result.lock.update(taken=True, waited_seconds=round(waited, 3))
+    run = None
+    try:
+        proxy = lock.check_session()
+        if proxy and not settings.allow_proxy:
+            raise ConfigError(proxy, "connect migrategate to PostgreSQL directly; if the "
+                              "proxy pools per session (or is a plain TCP proxy), pass "
+                              "--allow-proxy")
+        if proxy:
+            writer.warn(proxy)
+            result.extra["warnings"] = [proxy]
+        wait_for_orphans(lock, settings.lock_timeout, writer)
+        plan = _plan(settings, conn, graph)  # whoever held the lock may have done the work
+        _report_plan(plan, graph, writer, result)
+        if plan.pending:
+            run = Supervisor(settings, plan, lock, writer, guard, result.applied, debug,
+                             server_version(conn)).execute()
+            _conclude(settings, conn, graph, plan, run, writer)
+    finally:
+        if run is None or run.lost is None:
+            with contextlib.suppress(Exception):  # the session ending frees it anyway
+                lock.release()
+    return plan
+
+
+def _conclude(settings: Settings, conn: "Connection", graph: Graph, plan: Plan, run: Run,
+              writer: Writer) -> None:
+    """Take what committed from the database itself, then raise how the run ended."""
+    other = None
+    if run.lost is None:
+        after = read_current(conn, settings.version_table, settings.version_table_schema) or ()
+        ours = set(plan.current) | {a.revision for a in run.applied}
+        moved = sorted(r for r in after if r not in ours and r not in graph.ancestors(ours))
+        if run.error is not None and moved:
+            other = _other_migrator(conn, moved)
+        elif run.finished:  # env.py held one outer transaction: it committed when env.py ended
+            _read_back(graph.ancestors(after), plan, run, writer)
+    error = failures.outcome(run, settings.dialect, other)
+    if error is not None:
+        raise error
+
+
+def _read_back(in_db: Set[str], plan: Plan, run: Run, writer: Writer) -> None:
+    reported = {a.revision for a in run.applied}
+    for rev in plan.pending:
+        if rev.id in in_db and rev.id not in reported:
+            run.applied.append(Applied(rev.id, rev.message, 0.0))
+            writer.info(f"[{len(run.applied)}/{len(plan.pending)}] {rev.id}  "
+                        f"{rev.message}  (committed; read back from the database)")
+
+
+def _other_migrator(conn: "Connection", moved: List[str]) -> str:
+    from sqlalchemy import text
+
+    sessions = ""
+    if conn.engine.url.get_backend_name() == "postgresql":
+        rows = conn.execute(text(
+            "SELECT pid, application_name FROM pg_stat_activity WHERE datname = "
+            "current_database() AND pid <> pg_backend_pid() AND application_name NOT LIKE "
+            "'migrategate%' AND backend_type = 'client backend'")).fetchall()
+        sessions = ", ".join(f"pid {r.pid} ({r.application_name or 'no application_name'})"
+                             for r in rows)
+    return (f"alembic_version now holds {', '.join(moved)}, which this runner did not write"
+            + (f"; other sessions: {sessions}" if sessions else ""))
+
+
+@contextlib.contextmanager
+def _database_errors() -> Iterator[None]:
+    """A database error outside any revision gets a database exit code, never 1."""
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        yield
+    except DBAPIError as exc:
+        from .connect import refused
+
+        kind = dberrors.category(exc)
+        reason = dberrors.describe(exc)
+        code = dberrors.code_of(exc)
+        tag = f" [{code}]" if code else ""
+        if kind in (dberrors.AUTH, dberrors.MISSING_DATABASE, dberrors.PRIVILEGE,
+                    dberrors.CONFIG, dberrors.REFUSED):
+            raise refused(exc, "the database", None) from None
+        if kind == dberrors.UNREACHABLE:
+            raise UnreachableError(f"lost the database connection{tag}: {reason}",
+                                   "nothing was applied by this step; check the server and "
+                                   "re-run") from None
+        raise DatabaseError(f"the database failed a statement of migrategate's{tag}: {reason}",
+                            "check the server's log and the user's rights; re-run") from None
 
 
 def _plan(settings: Settings, conn: "Connection", graph: Graph) -> Plan:
@@ -133,28 +218,17 @@ def _plan(settings: Settings, conn: "Connection", graph: Graph) -> Plan:
 
 
 def _report_plan(plan: Plan, graph: Graph, writer: Writer, result: Result) -> None:
+    _fill_plan(result, plan)
     if plan.unknown:
         writer.warn(f"the database is at {', '.join(plan.unknown)}, newer than these scripts "
                     f"(heads {', '.join(graph.heads)}); --allow-ahead: nothing to apply")
-    _fill_plan(result, plan)
-    if plan.pending:
+    elif plan.pending:
         writer.info(
             f"{len(plan.pending)} revision(s) to apply: "
             f"{', '.join(plan.current) or '(empty database)'} -> {', '.join(plan.target)}"
         )
     else:
         writer.info(f"database is up to date at {', '.join(plan.target)}")
-
-
-def _apply(settings: Settings, writer: Writer, guard: SignalGuard, plan: Plan,
-           result: Result) -> None:
-    if not plan.pending:
-        return
-    from .apply import run_upgrade
-
-    config = make_config(settings)
-    with migration_environment(settings, config):
-        run_upgrade(config, plan, settings, writer, guard, into=result.applied)
 
 
 def _verify_after(settings: Settings, conn: "Connection", graph: Graph, plan: Plan,
@@ -172,10 +246,12 @@ def _verify_after(settings: Settings, conn: "Connection", graph: Graph, plan: Pl
         )
     result.outcome = "ahead" if plan.unknown else (
         "verified" if result.applied else "up-to-date")
-    result.message = (
-        f"{result.database} at {', '.join(plan.target)}"
-        f" ({len(result.applied)} revision(s) applied)"
-    )
+    if plan.unknown:
+        result.message = (f"{result.database} at {', '.join(plan.current)}, ahead of these "
+                          f"scripts' heads {', '.join(plan.target)} (accepted: --allow-ahead)")
+    else:
+        result.message = (f"{result.database} at {', '.join(plan.target)}"
+                          f" ({len(result.applied)} revision(s) applied)")
 
 
 # --------------------------------------------------------------------------- verify
@@ -223,70 +299,68 @@ def _fill_plan(result: Result, plan: Plan) -> None:
 def wait(settings: Settings, writer: Writer = default_writer,
          sleep: Callable[[float], None] = time.sleep,
          clock: Callable[[], float] = time.monotonic) -> Result:
-    """Block until verify passes: one connection, cheap polls, a log line at a bounded rate."""
+    """Block until verify passes: one connection, cheap polls, a log line at a bounded rate.
+
+    Unreachable and lost connections are waited out; a wrong password, an
+    unknown revision or a configuration error end the wait at once, and so does
+    a signal (each poll runs so that SIGTERM is handled within a fraction of a
+    second, even while a driver blocks in connect).
+    """
     started = clock()
     _require_url(settings)
     result = Result("wait", database=settings.masked_url)
-    deadline = started + settings.timeout
     with _reporting(result, started), SignalGuard():
         from sqlalchemy.exc import SQLAlchemyError
-
-        from .connect import describe
 
         graph = _graph(settings)
         result.heads = list(graph.heads)
         engine = make_engine(settings)
+        backoff = Backoff(settings.timeout, first=settings.interval, cap=settings.interval,
+                          factor=1.0, log_every=30, sleep=sleep, clock=clock)
         conn: Optional["Connection"] = None
-        last_state: Optional[str] = None
-        last_logged = -1e9
-        polls = 0
         try:
             while True:
-                state = ""
                 try:
                     if conn is None:
-                        remaining = max(deadline - clock(), 1.0)
-                        conn = connect(_with_timeout(settings, remaining), engine, writer)
+                        conn = connect(_with_timeout(settings, max(backoff.remaining, 1.0)),
+                                       engine, writer)
                         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                    polls += 1
-                    checks, plan = _checks(conn, graph, settings)
+                    checks, plan = blocking(engine, functools.partial(_checks, conn, graph,
+                                                                      settings))
                     _fill(result, checks, plan)
                     bad = failed(checks)
                     if not bad:
+                        polls = backoff.attempts + 1
                         result.message = (f"{result.database} at "
                                           f"{', '.join(result.to_revisions)} after {polls} poll(s)")
                         result.extra["polls"] = polls
                         return result
                     state = "; ".join(c.detail for c in bad)
-                except (AuthError, UnknownRevision, ConfigError):
-                    raise  # waiting won't fix these
-                except MigrategateError as exc:  # unreachable: keep waiting until the deadline
+                except UnreachableError as exc:  # not up yet: keep waiting until the deadline
                     state = exc.one_line()
-                    _drop(conn)
-                    conn = None
+                    conn = _drop(conn)
                 except (SQLAlchemyError, OSError) as exc:  # connection lost: reconnect
-                    state = f"database error: {describe(exc)}"
-                    _drop(conn)
-                    conn = None
-                now = clock()
-                if now >= deadline:
+                    state = f"database error: {dberrors.describe(exc)}"
+                    conn = _drop(conn)
+                if backoff.expired:
                     raise WaitTimeout(
-                        f"schema not ready after {now - started:.0f}s: {state}",
+                        f"schema not ready after {backoff.waited:.0f}s: {state}",
                         "check the migration Job (kubectl logs) or run 'migrategate status'",
                     )
-                if state != last_state or now - last_logged >= 30:
+                if backoff.should_log(state):
                     writer.info(f"waiting for schema: {state}")
-                    last_state, last_logged = state, now
-                sleep(min(settings.interval, max(deadline - now, 0.0)))
+                backoff.pause()
         finally:
             _drop(conn)
             engine.dispose()
 
 
 def _drop(conn: Optional["Connection"]) -> None:
+    """Close a connection that may already be broken; returns None for the caller's variable."""
     if conn is not None:
-        with contextlib.suppress(Exception):  # already broken
+        with contextlib.suppress(Exception):  # already broken: closing it may raise too
             conn.close()
+    return None
 
 
 def _with_timeout(settings: Settings, seconds: float) -> Settings:

@@ -7,76 +7,131 @@ password never fixes itself, so it fails fast with its own exit code.
 
 from __future__ import annotations
 
-import random
-import re
+import socket
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
-from .errors import AuthError, ConfigError, UnreachableError
+from . import dberrors
+from .dberrors import describe
+from .errors import AuthError, ConfigError, PermissionDenied, UnreachableError
 from .log import Writer, default_writer
+from .retry import Backoff, interruptible
 from .settings import Settings, mask_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection, Engine
 
-_AUTH_PATTERNS = re.compile(
-    r"password authentication failed|authentication failed|no password supplied|"
-    r"password is required|role \S+ does not exist|no pg_hba\.conf entry|"
-    r"access denied for user|pg_hba\.conf rejects",
-    re.IGNORECASE,
-)
-_MYSQL_AUTH_ERRNOS = {1044, 1045, 1698, 1251}
+#: Seconds a silent peer may keep our control connection's reads waiting (MySQL).
+CONTROL_READ_TIMEOUT = 60
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+             "keepalives_count": 3}
 
 
-def engine_options(settings: Settings) -> Dict[str, Any]:
-    """connect_args that name the runner and bound each connection attempt."""
+def per_attempt(settings: Settings) -> int:
+    return int(min(max(settings.connect_timeout, 2), 10))
+
+
+def engine_options(settings: Settings, control: bool = True) -> Dict[str, Any]:
+    """connect_args that name the runner, bound each attempt and keep idle sessions alive.
+
+    ``control`` connections (ours: lock, plan, verify) also bound the MySQL
+    handshake read; a migration connection must not, or a long ALTER would
+    time out on the client while the server keeps running it.
+    """
     assert settings.url is not None
     backend = settings.url.get_backend_name()
     driver = settings.url.get_driver_name()
-    per_attempt = int(min(max(settings.connect_timeout, 2), 10))
+    attempt = per_attempt(settings)
     args: Dict[str, Any] = {}
     if backend == "postgresql":
         if driver in ("psycopg2", "psycopg"):
             args["application_name"] = settings.application_name
-            args["connect_timeout"] = per_attempt
+            args["connect_timeout"] = attempt
+            args.update(KEEPALIVE)
         elif driver == "pg8000":
             args["application_name"] = settings.application_name
-            args["timeout"] = per_attempt
+            args["timeout"] = attempt
     elif backend in ("mysql", "mariadb"):
         if driver in ("pymysql", "mysqldb"):
-            args["connect_timeout"] = per_attempt
+            args["connect_timeout"] = attempt
             if driver == "pymysql":
                 args["program_name"] = settings.application_name
+            if driver == "pymysql" and control:
+                # the handshake read: a listener that accepts and stays silent
+                # must not hang us past --connect-timeout (reset after connecting)
+                args["read_timeout"] = attempt
+                args["write_timeout"] = attempt
     return args
 
 
+def session_options(settings: Settings, server_version: int) -> str:
+    """libpq ``-c`` options for the migration session (PostgreSQL).
+
+    ``client_connection_check_interval`` (14+) makes the server abort an
+    orphaned statement soon after its client died, instead of running it to the
+    end; ``lock_timeout`` is ``--pg-lock-timeout``.
+    """
+    opts = []
+    if server_version >= 140000:
+        opts.append("-c client_connection_check_interval=2000")
+    if settings.pg_lock_timeout is not None:
+        opts.append(f"-c lock_timeout={int(settings.pg_lock_timeout * 1000)}")
+    return " ".join(opts)
+
+
+def with_session_options(settings: Settings, server_version: int) -> Settings:
+    """Settings whose URL carries :func:`session_options`, merged into its own ``options``.
+
+    Merged into the URL (not only ``PGOPTIONS``): libpq ignores ``PGOPTIONS``
+    when the connection string has ``options`` — and the Dify preset always
+    sets one (the session time zone).
+    """
+    import dataclasses
+
+    url = settings.url
+    options = session_options(settings, server_version)
+    if (url is None or not options or url.get_backend_name() != "postgresql"
+            or url.get_driver_name() not in ("psycopg2", "psycopg")):
+        return settings
+    existing = url.query.get("options")
+    if isinstance(existing, tuple):
+        existing = " ".join(existing)
+    merged = " ".join(filter(None, (existing, options)))
+    return dataclasses.replace(settings, url=url.update_query_dict({"options": merged}))
+
+
+def server_version(conn: "Connection") -> int:
+    """PostgreSQL's server_version_num (0 elsewhere)."""
+    from sqlalchemy import text
+
+    if conn.engine.url.get_backend_name() != "postgresql":
+        return 0
+    return int(conn.execute(text("SHOW server_version_num")).scalar() or 0)
+
+
+def _after_connect(dbapi_connection: Any, record: Any) -> None:
+    """PyMySQL: long reads after the handshake; TCP keepalives on the socket."""
+    sock = getattr(dbapi_connection, "_sock", None)
+    if hasattr(dbapi_connection, "_read_timeout"):
+        dbapi_connection._read_timeout = CONTROL_READ_TIMEOUT
+        dbapi_connection._write_timeout = CONTROL_READ_TIMEOUT
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
 def make_engine(settings: Settings) -> "Engine":
-    from sqlalchemy import create_engine
+    from sqlalchemy import create_engine, event
     from sqlalchemy.pool import NullPool
 
     assert settings.url is not None
-    return create_engine(settings.url, poolclass=NullPool, connect_args=engine_options(settings))
-
-
-def classify(exc: BaseException) -> str:
-    """'auth', 'config' or 'unreachable' for an error raised while connecting."""
-    orig = getattr(exc, "orig", None) or exc
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int) and args[0] in _MYSQL_AUTH_ERRNOS:
-        return "auth"
-    text = str(orig)
-    if _AUTH_PATTERNS.search(text):
-        return "auth"
-    if "unable to open database file" in text:
-        return "config"
-    return "unreachable"
-
-
-def describe(exc: BaseException) -> str:
-    """The driver's message on one line, without SQLAlchemy's boilerplate."""
-    orig = getattr(exc, "orig", None) or exc
-    text = " ".join(str(orig).split())
-    return text or type(orig).__name__
+    engine = create_engine(settings.url, poolclass=NullPool,
+                           connect_args=engine_options(settings))
+    if settings.url.get_backend_name() in ("mysql", "mariadb"):
+        event.listen(engine, "connect", _after_connect)
+    return engine
 
 
 def connect(
@@ -86,42 +141,70 @@ def connect(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> "Connection":
-    """A live connection, retrying with backoff + jitter until ``connect_timeout``."""
+    """A live connection, retrying an unreachable server until ``connect_timeout``.
+
+    Only "unreachable" is retried. A wrong password, a missing database or a
+    missing privilege never fixes itself, so each fails at once with its own
+    exit code, decided by the error code the server sent.
+    """
     from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
     engine = engine or make_engine(settings)
     assert settings.url is not None
     where = mask_url(settings.url)
-    start = clock()
-    deadline = start + settings.connect_timeout
-    delay = 0.25
-    attempts = 0
-    last_logged = -1e9
+    backoff = Backoff(settings.connect_timeout, first=0.25, cap=5.0, sleep=sleep, clock=clock)
     while True:
-        attempts += 1
         try:
-            return engine.connect()
+            return blocking(engine, engine.connect)
+        except UnicodeError as exc:  # the message would quote a character of the password
+            raise ConfigError(
+                f"the {settings.url.get_driver_name()} driver cannot send these credentials "
+                f"({getattr(exc, 'encoding', 'its encoding')}: {getattr(exc, 'reason', '')})",
+                "PyMySQL sends passwords as latin-1: use an ASCII password, or the mysqldb "
+                "driver (mysql+mysqldb://)") from None
         except (DBAPIError, SQLAlchemyError, OSError) as exc:
-            kind = classify(exc)
+            kind = dberrors.category(exc)
+            if kind != dberrors.UNREACHABLE:
+                raise refused(exc, where, settings.url.database) from None
             reason = describe(exc)
-            if kind == "auth":
-                raise AuthError(
-                    f"authentication failed for {where}: {reason}",
-                    "check the user and the password Secret; the password was not printed",
-                ) from None
-            if kind == "config":
-                raise ConfigError(f"cannot open {where}: {reason}",
-                                  "check the path and that its directory exists") from None
-            now = clock()
-            if now >= deadline:
+            if backoff.expired:
                 raise UnreachableError(
-                    f"database {where} unreachable after {now - start:.0f}s "
-                    f"({attempts} attempts): {reason}",
+                    f"database {where} unreachable after {backoff.waited:.0f}s "
+                    f"({backoff.attempts + 1} attempts): {reason}",
                     "check host, port and that the server is up; raise --connect-timeout "
                     "if it starts slowly",
                 ) from None
-            if now - last_logged >= 10:
+            if backoff.should_log():
                 writer.info(f"waiting for database {where}: {reason}")
-                last_logged = now
-            sleep(min(delay * (0.5 + random.random()), max(deadline - now, 0)))
-            delay = min(delay * 2, 5.0)
+            backoff.pause()
+
+
+def blocking(engine: "Engine", fn: Callable[[], Any]) -> Any:
+    """``fn`` made interruptible by signals, except on SQLite (its objects are
+    bound to the thread that made them; nothing there blocks on a network)."""
+    if engine.url.get_backend_name() == "sqlite":
+        return fn()
+    return interruptible(fn)
+
+
+def refused(exc: BaseException, where: str, database: Optional[str]) -> Exception:
+    """The typed error for a connection the server turned down (not retried)."""
+    kind = dberrors.category(exc)
+    reason = describe(exc)
+    code = dberrors.code_of(exc)
+    tag = f" [{code}]" if code else ""
+    if kind == dberrors.AUTH:
+        return AuthError(f"authentication failed for {where}{tag}: {reason}",
+                         "check the user and the password Secret; the password was not printed")
+    if kind == dberrors.MISSING_DATABASE:
+        return ConfigError(f"database {database!r} does not exist on the server ({where}){tag}",
+                           "create it, or fix the database name in the URL / DB_DATABASE")
+    if kind == dberrors.PRIVILEGE:
+        return PermissionDenied(f"the user may not connect to {where}{tag}: {reason}",
+                                "grant CONNECT on the database (or the MySQL privileges on it)")
+    if kind == dberrors.CONFIG:
+        return ConfigError(f"cannot open {where}: {reason}",
+                           "check the path and that its directory exists and is writable")
+    return AuthError(f"the server refused the connection to {where}{tag}: {reason}",
+                     "check the user, the password, the database name and the server's "
+                     "access rules (pg_hba.conf); not retried")

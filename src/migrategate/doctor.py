@@ -186,17 +186,26 @@ def _check_tables(conn: Any, settings: Settings, checks: List[CheckResult]) -> N
 
 
 def _check_schema_ahead(conn: Any, graph: Any, current: Any, checks: List[CheckResult]) -> None:
-    """Spot a half-applied revision: the next pending one's tables/columns already exist.
+    """Spot a half-applied revision: objects the next pending revision creates already exist.
 
     Happens after a failure on MySQL (DDL is not transactional) or in a revision
     that commits part-way (autocommit blocks); a plain re-run then fails with
-    "already exists". Read from the revision's source, never executed.
+    "already exists". Read from the revision's source, never executed; PostgreSQL
+    INVALID indexes (an interrupted ``CREATE INDEX CONCURRENTLY``) are read from
+    the catalog.
     """
-    from sqlalchemy import inspect
-
     from .errors import UnknownRevision
     from .plan import make_plan
+    from .schemaobjects import existing_objects, invalid_indexes, planned_objects
 
+    invalid = invalid_indexes(conn)
+    if invalid:
+        checks.append(_bad(
+            "invalid-indexes", f"INVALID index(es) {', '.join(invalid)}: an interrupted or "
+            "failed CREATE INDEX CONCURRENTLY left them; PostgreSQL maintains but never uses "
+            "them, and a re-run of their revision fails with 'already exists'",
+            "DROP INDEX CONCURRENTLY each of them (an invalid index holds no data: nothing is "
+            "lost), then re-run 'migrategate upgrade'"))
     if graph is None:
         return
     try:
@@ -206,72 +215,59 @@ def _check_schema_ahead(conn: Any, graph: Any, current: Any, checks: List[CheckR
     if not plan.pending:
         return
     nxt = plan.pending[0]
-    tables, columns = created_objects(nxt.path)
-    insp = inspect(conn)
-    existing = set(insp.get_table_names())
-    found = [f"table {t}" for t in tables if t in existing]
-    for table, column in columns:
-        if table in existing and column in {c["name"] for c in insp.get_columns(table)}:
-            found.append(f"column {table}.{column}")
+    found = existing_objects(conn, planned_objects(nxt.path))
     if found:
         checks.append(_bad(
             "half-applied", f"the next pending revision {nxt.id} creates {', '.join(found)}, "
             "which already exist: it was partly applied before (non-transactional DDL or an "
             "autocommit block), so a plain re-run will fail with 'already exists'",
-            f"compare the schema with {nxt.id}, then either drop what it created or "
-            f"'alembic stamp {nxt.id}' if it is complete"))
+            f"compare the schema with {nxt.id}. Either drop what it created and re-run (this "
+            "loses any data written into those objects since), or, only if every statement of "
+            f"{nxt.id} has run, 'alembic stamp {nxt.id}' (stamping skips its remaining "
+            "statements — data changes among them would never run)"))
 
 
-def created_objects(path: str) -> Any:
-    """Literal ``op.create_table("t")`` and ``op.add_column("t", Column("c"))`` in upgrade()."""
-    import ast
-
-    tables: List[str] = []
-    columns: List[Any] = []
-    try:
-        with open(path, "rb") as fh:
-            tree = ast.parse(fh.read())
-    except (OSError, SyntaxError, ValueError):
-        return tables, columns
-    upgrade = next((n for n in tree.body
-                    if isinstance(n, ast.FunctionDef) and n.name == "upgrade"), None)
-    for node in ast.walk(upgrade) if upgrade is not None else ():
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-            continue
-        args = [a.value if isinstance(a, ast.Constant) else a for a in node.args]
-        if node.func.attr == "create_table" and args and isinstance(args[0], str):
-            tables.append(args[0])
-        elif node.func.attr == "add_column" and len(args) >= 2 and isinstance(args[0], str):
-            col = args[1]
-            if isinstance(col, ast.Call) and col.args and isinstance(col.args[0], ast.Constant):
-                columns.append((args[0], col.args[0].value))
-    return tables, columns
+#: Findings that never decide doctor's exit code: they are about Redis, which migrategate does
+#: not use; only Dify's old ``flask upgrade-db`` path does.
+ADVISORY = ("redis",)
 
 
 def _check_redis_lock(settings: Settings, env: Mapping[str, str],
                       checks: List[CheckResult]) -> None:
+    """Dify's ``db_upgrade_lock`` (under ``REDIS_KEY_PREFIX:`` when Dify prefixes its keys).
+
+    A Redis we cannot reach, or a Sentinel/Cluster set-up we do not follow, is reported as a
+    finding of its own (✗ redis: not checked) that does not change the exit code: the database
+    checks above stand on their own.
+    """
+    from .presets import dify
     from .redisprobe import RedisError, inspect_key
 
     url = settings.redis_url
-    key = "db_upgrade_lock"
-    if settings.preset:
-        from .presets import load_preset
-
-        preset = load_preset(settings.preset)
-        url = url or preset.redis_url(env)
-        key = getattr(preset, "REDIS_LOCK_KEY", key)
+    if settings.preset == "dify":
+        topology = dify.redis_topology(env)
+        if topology and url is None:
+            checks.append(_bad(
+                "redis", f"not checked: Dify's Redis is a {topology} "
+                f"(REDIS_USE_{'SENTINEL' if topology == 'sentinel' else 'CLUSTERS'}=true), "
+                "which doctor does not follow",
+                f"look for the key yourself (redis-cli EXISTS {dify.redis_lock_key(env)} on the "
+                "master), or give --redis-url redis://HOST:PORT/DB of the master"))
+            return
+        url = url or dify.redis_url(env)
     if not url:
         return
+    key = dify.redis_lock_key(env)
     where = mask_redis_url(url)
     try:
         state = inspect_key(url, key)
     except RedisError as exc:
-        checks.append(_bad("redis-lock", f"could not inspect {where}: {exc}",
-                           "check REDIS_* settings; this check only matters for Dify's old "
-                           "'flask upgrade-db'"))
+        checks.append(_bad("redis", f"not checked: could not inspect {where}: {exc}",
+                           "check REDIS_* settings / --redis-url; the database checks do not "
+                           "depend on Redis (only Dify's old 'flask upgrade-db' does)"))
         return
     except ConfigError as exc:
-        checks.append(_bad("redis-lock", exc.message, exc.hint))
+        checks.append(_bad("redis", f"not checked: {exc.message}", exc.hint))
         return
     if not state.exists:
         checks.append(CheckResult("redis-lock", True, f"no '{key}' key in {where}"))
@@ -288,9 +284,14 @@ def _finish(result: Result, started: float, failure: type) -> Result:
     import time
 
     result.seconds = time.monotonic() - started
-    bad = [c for c in result.checks if not c.ok]
+    bad = [c for c in result.checks if not c.ok and c.name not in ADVISORY]
+    advisory = [c for c in result.checks if not c.ok and c.name in ADVISORY]
     if not bad:
         result.message = f"all {len(result.checks)} checks passed"
+        if advisory:
+            result.message = (f"{len(result.checks) - len(advisory)} of {len(result.checks)} "
+                              "checks passed; findings that do not affect the exit code: "
+                              + "; ".join(c.name for c in advisory))
         return result
     exc = failure(f"{len(bad)} of {len(result.checks)} checks failed: "
                   + "; ".join(c.name for c in bad),

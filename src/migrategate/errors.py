@@ -7,9 +7,7 @@ place that turns these into ``sys.exit``; library users catch the classes.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
-
-OK = 0
+from typing import Dict, Optional
 
 
 class MigrategateError(Exception):
@@ -30,11 +28,6 @@ class MigrategateError(Exception):
         return self.message
 
 
-class InternalError(MigrategateError):
-    exit_code = 1
-    outcome = "internal-error"
-
-
 class ConfigError(MigrategateError):
     """Usage or configuration error: nothing was touched."""
 
@@ -45,6 +38,13 @@ class ConfigError(MigrategateError):
 class UnreachableError(MigrategateError):
     exit_code = 3
     outcome = "unreachable"
+
+
+class DatabaseError(MigrategateError):
+    """The server failed a statement of ours outside any revision (planning, verifying)."""
+
+    exit_code = 3
+    outcome = "database-error"
 
 
 class AuthError(MigrategateError):
@@ -88,6 +88,29 @@ class WaitTimeout(MigrategateError):
     outcome = "wait-timeout"
 
 
+class LockLost(MigrategateError):
+    """The migration lock vanished while this runner migrated (its session was cut).
+
+    Another runner may take the lock and start the same revisions, so we stop at
+    once: the running revision is cancelled (rolled back where DDL is
+    transactional) and nothing more is applied.
+    """
+
+    exit_code = 11
+    outcome = "lock-lost"
+
+
+class PermissionDenied(MigrategateError):
+    """The database user lacks a privilege a revision or migrategate needs."""
+
+    exit_code = 12
+    outcome = "permission-denied"
+
+    def __init__(self, message: str, hint: Optional[str] = None, *, revision: Optional[str] = None):
+        super().__init__(message, hint)
+        self.revision = revision
+
+
 class Interrupted(MigrategateError):
     """SIGINT/SIGTERM arrived: the running statement was cancelled and rolled back."""
 
@@ -111,7 +134,7 @@ EXIT_CODES: Dict[int, str] = {
     0: "verified at target",
     1: "internal error (a bug: please report it with --debug output)",
     2: "usage or configuration error",
-    3: "database unreachable",
+    3: "database unreachable (or failing outside any revision)",
     4: "authentication failed",
     5: "lock not acquired in time",
     6: "a migration failed",
@@ -119,22 +142,8 @@ EXIT_CODES: Dict[int, str] = {
     8: "database revision unknown to the scripts",
     9: "multiple heads / ambiguous target",
     10: "wait timed out",
+    11: "migration lock lost while migrating (the run stopped; see the message for what was left)",
+    12: "permission denied (the database user lacks a privilege)",
     130: "interrupted by SIGINT (transaction rolled back, lock released)",
     143: "interrupted by SIGTERM (transaction rolled back, lock released)",
-}
-
-ERRORS_BY_CODE: Dict[int, Type[MigrategateError]] = {
-    cls.exit_code: cls
-    for cls in (
-        InternalError,
-        ConfigError,
-        UnreachableError,
-        AuthError,
-        LockTimeout,
-        MigrationFailed,
-        VerificationFailed,
-        UnknownRevision,
-        AmbiguousTarget,
-        WaitTimeout,
-    )
 }

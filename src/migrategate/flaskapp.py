@@ -65,7 +65,7 @@ def minimal_app(settings: Settings, directory: str) -> Any:
     app.config["SQLALCHEMY_TRACK_MODIFICATIONS"] = False
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {
         "poolclass": NullPool,
-        "connect_args": engine_options(settings),
+        "connect_args": engine_options(settings, control=False),
     }
     db = flask_sqlalchemy.SQLAlchemy()
     db.init_app(app)

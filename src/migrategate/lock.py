@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import socket
 import time
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from .errors import ConfigError, LockTimeout
 from .log import Writer, default_writer, timestamp
+from .retry import Backoff
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection
@@ -46,6 +46,27 @@ class MigrationLock:
         """After acquiring: raise if the lock can't protect us; return a warning or None."""
         return None
 
+    def keep_alive(self) -> None:
+        """Make the lock session immune to the server's idle timers (it idles while we migrate)."""
+
+    def still_held(self) -> bool:
+        """Ask the server whether this session still holds the lock (the heartbeat)."""
+        return True
+
+    def fence(self) -> Dict[str, Any]:
+        """What the migration process needs to check, from its own session, that we hold it."""
+        return {"kind": "none"}
+
+    def worker_busy(self) -> Optional[str]:
+        """A previous runner's migration session still executing a statement, in words.
+
+        The migration session of every runner holds a second lock named after
+        this one. A runner killed with ``kill -9`` loses its lock at once, but the
+        server keeps executing its last statement (MySQL runs an ALTER to the end)
+        and that session keeps the second lock until it finishes.
+        """
+        return None
+
 
 def pg_lock_key(name: str) -> int:
     """A stable signed 64-bit key for ``pg_advisory_lock(bigint)``."""
@@ -58,6 +79,35 @@ class PostgresLock(MigrationLock):
     def __init__(self, conn: "Connection", name: str) -> None:
         super().__init__(conn, name)
         self.key = pg_lock_key(name)
+        self.worker_key = pg_lock_key(name + ":worker")
+
+    def keep_alive(self) -> None:
+        from sqlalchemy import text
+
+        version = int(self.conn.execute(text("SHOW server_version_num")).scalar() or 0)
+        self.conn.execute(text("SET idle_in_transaction_session_timeout = 0"))
+        if version >= 140000:
+            self.conn.execute(text("SET idle_session_timeout = 0"))
+
+    def _session(self) -> Any:
+        from sqlalchemy import text
+
+        return self.conn.execute(text(
+            "SELECT pg_backend_pid() AS pid, backend_start::text AS started "
+            "FROM pg_stat_activity WHERE pid = pg_backend_pid()")).first()
+
+    def still_held(self) -> bool:
+        from sqlalchemy import text
+
+        return bool(self.conn.execute(text(PG_HELD_BY_ME), _halves(self.key)).scalar())
+
+    def fence(self) -> Dict[str, Any]:
+        row = self._session()
+        return {"kind": "postgresql", "key": self.key, "worker_key": self.worker_key,
+                "pid": int(row.pid), "started": row.started}
+
+    def worker_busy(self) -> Optional[str]:
+        return _pg_holder(self.conn, self.worker_key, with_query=True)
 
     def try_acquire(self) -> bool:
         from sqlalchemy import text
@@ -98,50 +148,93 @@ class PostgresLock(MigrationLock):
         if row is not None and row.port is not None and int(row.port) != int(dialled):
             return (f"connected to port {dialled} but PostgreSQL listens on {row.port}: a "
                     "proxy is in between; if it pools in transaction mode (PgBouncer "
-                    "pool_mode=transaction) the advisory lock does not protect this migration "
-                    "— connect directly or use a session-mode pool")
+                    "pool_mode=transaction) the advisory lock does not protect this migration")
         return None
 
     def holder(self) -> Optional[str]:
-        from sqlalchemy import text
+        return _pg_holder(self.conn, self.key)
 
-        unsigned = self.key & 0xFFFFFFFFFFFFFFFF
-        row = self.conn.execute(
-            text(
-                "SELECT a.pid, a.application_name, host(a.client_addr) AS client, "
-                "a.backend_start, a.state "
-                "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
-                "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+
+def _halves(key: int) -> Dict[str, int]:
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    return {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF}
+
+
+_PG_LOCK_ROW = ("l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
                 "AND l.classid::bigint = :hi AND l.objid::bigint = :lo "
                 "AND l.database = (SELECT oid FROM pg_database "
-                "WHERE datname = current_database())"
-            ),
-            {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF},
-        ).first()
-        if row is None:
-            return None
-        parts = []
-        if row.application_name:
-            parts.append(f"app={row.application_name}")
-        if row.client:
-            parts.append(f"client {row.client}")
-        if row.backend_start is not None:
-            parts.append(f"connected since {row.backend_start:%Y-%m-%d %H:%M:%S%z}")
-        if row.state:
-            parts.append(f"state {row.state}")
-        return f"pid {row.pid}" + (f" ({', '.join(parts)})" if parts else "")
+                "WHERE datname = current_database())")
+PG_HELD_BY_ME = f"SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE {_PG_LOCK_ROW} " \
+                "AND l.pid = pg_backend_pid())"
+#: The fence a migration transaction runs before it commits: is the lock still
+#: held by the runner's lock session (same pid, same backend start)?
+PG_HELD_BY = f"SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a " \
+             f"ON a.pid = l.pid WHERE {_PG_LOCK_ROW} AND l.pid = :pid " \
+             "AND a.backend_start::text = :started)"
+
+
+def _pg_holder(conn: "Connection", key: int, with_query: bool = False) -> Optional[str]:
+    from sqlalchemy import text
+
+    row = conn.execute(text(
+        "SELECT a.pid, a.application_name, host(a.client_addr) AS client, "
+        "a.backend_start, a.state, left(a.query, 120) AS query "
+        f"FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE {_PG_LOCK_ROW}"),
+        _halves(key)).first()
+    if row is None:
+        return None
+    parts = []
+    if row.application_name:
+        parts.append(f"app={row.application_name}")
+    if row.client:
+        parts.append(f"client {row.client}")
+    if row.backend_start is not None:
+        parts.append(f"connected since {row.backend_start:%Y-%m-%d %H:%M:%S%z}")
+    if row.state:
+        parts.append(f"state {row.state}")
+    if with_query and row.query:
+        parts.append(f"running: {' '.join(row.query.split())}")
+    return f"pid {row.pid}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _mysql_lock_name(name: str, database: str) -> str:
+    """GET_LOCK names are server-wide (not per database) and at most 64 characters."""
+    full = f"{name}:{database}"
+    if len(full) > 64:
+        full = f"{name[:20]}:{hashlib.sha256(full.encode()).hexdigest()[:40]}"
+    return full
 
 
 class MySQLLock(MigrationLock):
     kind = "mysql GET_LOCK"
 
     def __init__(self, conn: "Connection", name: str) -> None:
-        # GET_LOCK names are server-wide (not per database) and at most 64 characters.
         database = conn.engine.url.database or ""
-        full = f"{name}:{database}"
-        if len(full) > 64:
-            full = f"{name[:20]}:{hashlib.sha256(full.encode()).hexdigest()[:40]}"
-        super().__init__(conn, full)
+        super().__init__(conn, _mysql_lock_name(name, database))
+        self.worker_name = _mysql_lock_name(name + ":worker", database)
+
+    def keep_alive(self) -> None:
+        from sqlalchemy import text
+
+        # 31536000 s (a year) is the largest value MySQL and MariaDB accept
+        self.conn.execute(text("SET SESSION wait_timeout = 31536000, "
+                               "interactive_timeout = 31536000"))
+
+    def still_held(self) -> bool:
+        from sqlalchemy import text
+
+        return bool(self.conn.execute(text("SELECT IS_USED_LOCK(:n) = CONNECTION_ID()"),
+                                      {"n": self.name}).scalar())
+
+    def fence(self) -> Dict[str, Any]:
+        from sqlalchemy import text
+
+        cid = int(self.conn.execute(text("SELECT CONNECTION_ID()")).scalar())
+        return {"kind": "mysql", "name": self.name, "worker_name": self.worker_name,
+                "connection_id": cid}
+
+    def worker_busy(self) -> Optional[str]:
+        return self._describe(self.worker_name, with_query=True)
 
     def try_acquire(self) -> bool:
         from sqlalchemy import text
@@ -155,18 +248,25 @@ class MySQLLock(MigrationLock):
         self.conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": self.name})
 
     def holder(self) -> Optional[str]:
+        return self._describe(self.name)
+
+    def _describe(self, name: str, with_query: bool = False) -> Optional[str]:
         from sqlalchemy import text
 
-        cid = self.conn.execute(text("SELECT IS_USED_LOCK(:n)"), {"n": self.name}).scalar()
+        cid = self.conn.execute(text("SELECT IS_USED_LOCK(:n)"), {"n": name}).scalar()
         if cid is None:
             return None
         row = self.conn.execute(
-            text("SELECT USER, HOST, TIME FROM information_schema.PROCESSLIST WHERE ID = :i"),
+            text("SELECT USER, HOST, TIME, COMMAND, LEFT(INFO, 120) "
+                 "FROM information_schema.PROCESSLIST WHERE ID = :i"),
             {"i": cid},
         ).first()
         if row is None:
             return f"connection {cid}"
-        return f"connection {cid} ({row[0]}@{row[1]}, connected {row[2]} s ago)"
+        what = f"{row[0]}@{row[1]}, {row[3]} for {row[2]} s"
+        if with_query and row[4]:
+            what += f", running: {' '.join(str(row[4]).split())}"
+        return f"connection {cid} ({what})"
 
 
 class SQLiteFileLock(MigrationLock):
@@ -189,7 +289,13 @@ class SQLiteFileLock(MigrationLock):
     def try_acquire(self) -> bool:
         import fcntl
 
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the SQLite lock file {self.path}: {exc.strerror or exc}",
+                "the database's directory must be writable by this user (SQLite writes its "
+                "journal there too)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -255,28 +361,41 @@ def acquire(
     ``done`` is asked between polls: when it turns true (another runner finished
     the work) we stop waiting and return None without the lock.
     """
-    start = clock()
-    delay = 0.025
-    last_logged = -1e9
+    backoff = Backoff(timeout, first=0.025, cap=1.0, log_every=15, sleep=sleep, clock=clock)
     while True:
         if lock.try_acquire():
-            return clock() - start
+            return backoff.waited
         if done is not None and done():
             return None
-        now = clock()
-        waited = now - start
-        if waited >= timeout:
+        if backoff.expired:
             who = lock.holder() or "a session that has just released it"
             raise LockTimeout(
-                f'lock "{lock.name}" held by {who} for {waited:.0f} s; '
+                f'lock "{lock.name}" held by {who} for {backoff.waited:.0f} s; '
                 "another migration is running or stuck",
                 "see 'migrategate status'; the lock is freed when the holder's session ends, "
                 "or raise --lock-timeout",
             )
-        if now - last_logged >= 15:
-            holder = lock.holder()
-            if holder:
-                writer.info(f'waiting for lock "{lock.name}" held by {holder}')
-            last_logged = now
-        sleep(min(delay * (0.5 + random.random()), max(timeout - waited, 0.0)))
-        delay = min(delay * 2, 1.0)
+        holder = lock.holder() if backoff.should_log() else None
+        if holder:
+            writer.info(f'waiting for lock "{lock.name}" held by {holder}')
+        backoff.pause()
+
+
+def wait_for_orphans(lock: MigrationLock, timeout: float, writer: Writer = default_writer,
+                     sleep: Callable[[float], None] = time.sleep,
+                     clock: Callable[[], float] = time.monotonic) -> None:
+    """Holding the lock, wait until no earlier runner's statement still runs on the server."""
+    backoff = Backoff(timeout, first=0.1, cap=1.0, log_every=15, sleep=sleep, clock=clock)
+    while True:
+        busy = lock.worker_busy()
+        if busy is None:
+            return
+        if backoff.expired:
+            raise LockTimeout(
+                f"an earlier runner's migration session is still executing a statement after "
+                f"{backoff.waited:.0f} s: {busy}",
+                "that runner died but the server is finishing its statement; wait for it or "
+                "end it (pg_terminate_backend / KILL), check the schema, then re-run")
+        if backoff.should_log():
+            writer.info(f"waiting for an earlier runner's statement to finish: {busy}")
+        backoff.pause()

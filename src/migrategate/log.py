@@ -3,8 +3,8 @@
 Not the ``logging`` module on purpose: Alembic env.py files call
 ``logging.config.fileConfig()``, which disables every logger that existed
 before it, and progress/outcome lines must survive that. Every line, on any
-stream, goes through :func:`redact` so a secret can't leak even when a driver
-puts it into an exception message.
+stream, goes through :func:`migrategate.redact.redact` so a secret can't leak
+even when a driver puts it into an exception message.
 """
 
 from __future__ import annotations
@@ -12,35 +12,13 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import List, Optional, TextIO
-from urllib.parse import quote, quote_plus
+from typing import Optional, TextIO
 
-MASK = "***"
+from .redact import MASK, redact, register_secret
 
-_secrets: List[str] = []
+__all__ = ["MASK", "Writer", "default_writer", "redact", "register_secret", "timestamp"]
+
 _lock = threading.Lock()
-
-
-def register_secret(value: Optional[str]) -> None:
-    """Remember a secret (and its URL-quoted spellings) so no output ever shows it."""
-    if not value:
-        return
-    with _lock:
-        # as typed, URL-quoted, and %-doubled (configparser values, pyformat SQL in errors)
-        forms = {value, quote(value, safe=""), quote_plus(value)}
-        forms |= {f.replace("%", "%%") for f in forms}
-        for form in forms:
-            if form and form not in _secrets:
-                _secrets.append(form)
-        # longest first, so a secret that contains another is masked whole
-        _secrets.sort(key=len, reverse=True)
-
-
-def redact(text: str) -> str:
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, MASK)
-    return text
 
 
 def timestamp(when: Optional[float] = None) -> str:
@@ -79,12 +57,14 @@ class Writer:
     def error(self, message: str) -> None:
         self._write(self.err, f"{timestamp()} error: {message}")
 
-    def result(self, text: str) -> None:
-        self._write(self.out, text)
+    def result(self, text: str, raw: bool = False) -> None:
+        """``raw``: already redacted value by value (a JSON document must stay valid)."""
+        self._write(self.out, text, raw)
 
-    def _write(self, stream: TextIO, text: str) -> None:
+    def _write(self, stream: TextIO, text: str, raw: bool = False) -> None:
+        line = text if raw else redact(text)
         with _lock:
-            stream.write(redact(text) + "\n")
+            stream.write(line + "\n")
             stream.flush()
 
 

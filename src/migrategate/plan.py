@@ -7,7 +7,7 @@ nothing left to do.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from .errors import ConfigError, UnknownRevision
 from .scripts import Graph, Revision
@@ -26,6 +26,29 @@ class Plan:
     @property
     def up_to_date(self) -> bool:
         return not self.pending
+
+    @property
+    def destination(self) -> str:
+        """The revision argument Alembic's upgrade is given for this plan."""
+        return "heads" if len(self.target) != 1 else self.target[0]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"current": list(self.current), "target": list(self.target),
+                "pending": [{"id": r.id, "message": r.message} for r in self.pending],
+                "unknown": list(self.unknown)}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Plan":
+        """Enough of a plan for the migration process (ids and messages, not the graph)."""
+        pending = [_Pending(p["id"], p["message"]) for p in d["pending"]]
+        return cls(tuple(d["current"]), tuple(d["target"]), pending,  # type: ignore[arg-type]
+                   unknown=tuple(d["unknown"]))
+
+
+@dataclass
+class _Pending:
+    id: str
+    message: str
 
 
 def version_table_exists(conn: "Connection", table: str, schema: Optional[str]) -> bool:

@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
-from .apply import Applied
 from .checks import CheckResult
 from .errors import EXIT_CODES
-from .log import Writer, redact
+from .log import Writer
+from .redact import redact, redact_value
 
 TERMINATION_LOG = "/dev/termination-log"
+
+
+@dataclass
+class Applied:
+    """A revision whose transaction committed (reported only after COMMIT returned)."""
+
+    revision: str
+    message: str
+    seconds: float
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = asdict(self)
+        d["seconds"] = round(self.seconds, 3)
+        return d
 
 
 @dataclass
@@ -40,7 +54,7 @@ class Result:
             "command": self.command,
             "outcome": self.outcome,
             "exit_code": self.exit_code,
-            "meaning": EXIT_CODES.get(self.exit_code, ""),
+            "meaning": meaning(self.command, self.exit_code),
             "message": self.message,
             "database": self.database,
             "from_revisions": self.from_revisions,
@@ -57,8 +71,20 @@ class Result:
         return d
 
 
+def meaning(command: str, exit_code: int) -> str:
+    """The documented meaning of the exit code; a status report is not a verification."""
+    if exit_code == 0 and command == "status":
+        return "status read (says nothing about whether the database is at its target)"
+    if exit_code == 2 and command == "usage":
+        return "usage error (the command line could not be parsed)"
+    return EXIT_CODES.get(exit_code, "")
+
+
 def render_json(result: Result, writer: Writer) -> None:
-    writer.result(json.dumps(result.to_dict(), indent=2, sort_keys=False, default=str))
+    """One JSON document; secrets are masked in the values before it is serialised."""
+    document = json.dumps(redact_value(result.to_dict()), indent=2, sort_keys=False,
+                          default=str)
+    writer.result(document, raw=True)
 
 
 def render_checks(result: Result, writer: Writer) -> None:

@@ -74,6 +74,7 @@ OPTIONS: Dict[str, Option] = {
         Option("json", "bool", False),
         Option("single_transaction", "bool", False),
         Option("heartbeat", "seconds", 30.0),
+        Option("allow_proxy", "bool", False),
     )
 }
 
@@ -105,6 +106,7 @@ class Settings:
     json: bool = False
     single_transaction: bool = False
     heartbeat: float = 30.0
+    allow_proxy: bool = False
     sources: Dict[str, str] = field(default_factory=dict)
 
     @property
@@ -114,6 +116,25 @@ class Settings:
     @property
     def dialect(self) -> str:
         return self.url.get_backend_name() if self.url is not None else ""
+
+
+def settings_to_dict(settings: Settings) -> Dict[str, Any]:
+    """For the migration process (sent over a pipe, never argv: ``ps`` would show it)."""
+    import dataclasses
+
+    d = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+    d["url"] = settings.url.render_as_string(hide_password=False) if settings.url else None
+    d["expect_tables"] = list(settings.expect_tables)
+    return d
+
+
+def settings_from_dict(d: Mapping[str, Any]) -> Settings:
+    from sqlalchemy.engine import make_url
+
+    values = dict(d)
+    url = values.pop("url")
+    values["expect_tables"] = tuple(values["expect_tables"])
+    return Settings(url=make_url(url) if url else None, **values)
 
 
 def mask_url(url: "URL") -> str:
@@ -172,7 +193,7 @@ def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -
     if preset:
         from .presets import load_preset
 
-        given = frozenset(values)
+        given = dict(values)  # what flags/env set, with values (e.g. app_root)
         for name, (value, source) in load_preset(preset).defaults(env, given).items():
             if name not in values:
                 values[name] = value
@@ -208,6 +229,13 @@ def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -
             f"({sources['migrations']}, {sources['config']})",
             "give one: a script directory with env.py, or an alembic.ini",
         )
+    if values["interval"] < 0.1:
+        raise ConfigError(f"{sources.get('interval', '--interval')} must be at least 0.1 s, "
+                          f"got {values['interval']:g}",
+                          "a poll costs the database a transaction; 1-2 s is plenty")
+    if values["pg_lock_timeout"] == 0:
+        raise ConfigError(f"{sources.get('pg_lock_timeout')} is 0, which PostgreSQL reads as "
+                          "'no lock timeout'", "leave it unset for no timeout, or give seconds")
     if not values["application_name"]:
         values["application_name"] = default_application_name()
     settings = Settings(url=url, sources=sources, **values)

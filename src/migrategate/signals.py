@@ -26,6 +26,9 @@ class SignalGuard:
 
     def __init__(self, signals: tuple = (signal.SIGINT, signal.SIGTERM)) -> None:
         self.signals = signals
+        #: False while a supervisor waits on its child: the handler then only records
+        #: the signal and the watcher's cancellers (which forward it) do the work.
+        self.raising = True
         self.received: Optional[int] = None
         self._cancellers: List[Canceller] = []
         self._previous: dict = {}
@@ -99,12 +102,14 @@ class SignalGuard:
                 self.cancel_all()
 
     def _handle(self, signum: int, frame: Any) -> None:
+        # Runs in the main thread between any two bytecodes, possibly while that
+        # thread holds the writer's lock: so no logging and no cancelling here —
+        # the watcher thread does those.
         if self.received is None:
             self.received = signum
-        if self._raised:
+        if self._raised or not self.raising:
             return  # a second signal while unwinding: let the cleanup finish
         self._raised = True
-        self.cancel_all()
         raise Interrupted(self.received)
 
     def check(self) -> None:

@@ -275,24 +275,32 @@ def test_wait_gate_after_a_rollback(helm: Helm, parent_chart: Path, pg_url: str,
 
 # --------------------------------------------------------------------------- Dify example
 
+def _dify_api_settings(pg_url: str) -> List[Dict[str, Any]]:
+    """The Dify release's api ConfigMap and Secret (where examples/dify/values.yaml reads its
+    DB_* settings from), pointing at the test server instead of cluster DNS."""
+    url = make_url(pg_url)
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dify-api"},
+         "data": {"DB_TYPE": "postgresql", "DB_HOST": url.host, "DB_PORT": str(url.port),
+                  "DB_DATABASE": url.database}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "dify-api"},
+         "stringData": {"DB_USERNAME": url.username, "DB_PASSWORD": url.password or ""}},
+    ]
+
+
 def test_dify_example_runs(helm: Helm, pg_url: str, tmp_path: Path) -> None:
     """examples/dify/values.yaml as written, in a stand-in Dify api image: Dify's DB_*
-    variables (cluster DNS replaced by the test server), the password from the
-    database chart's Secret, migrations at /app/api/migrations, preset dify."""
+    variables from the api's ConfigMap and Secret, migrations at /app/api/migrations,
+    preset dify."""
     if not (ROOT / "src" / "migrategate" / "presets" / "dify.py").exists():
         pytest.skip("the dify preset is not in src/migrategate/presets yet")
-    url = make_url(pg_url)
-    db_secret = {"apiVersion": "v1", "kind": "Secret",
-                 "metadata": {"name": "dify-postgresql", "namespace": "apps"},
-                 "stringData": {"postgres-password": url.password or ""}}
     # the stand-in migrations create customers/orders/invoices, not Dify's key tables
     docs = helm.template(files=[DIFY_VALUES],
                          values={"migrations": {"expectTables": sorted(TABLES)}})
     job = one(docs, "Job")
-    pod = make_pod(docs, job, tmp_path, at="/app/api/migrations", extra_objects=[db_secret])
-    cluster_dns = {"DB_HOST": url.host, "DB_PORT": str(url.port),
-                   "DB_USERNAME": url.username, "DB_DATABASE": url.database}
-    out = pod.run("migrate", env=cluster_dns)
+    pod = make_pod(docs, job, tmp_path, at="/app/api/migrations",
+                   extra_objects=_dify_api_settings(pg_url))
+    out = pod.run("migrate")
     assert_verified(out)
     assert revision(pg_url) == "c003"
 
@@ -308,18 +316,11 @@ def test_dify_example_migrates_real_dify_to_head(helm: Helm, pg_url: str, tmp_pa
     """The issue's acceptance run: examples/dify/values.yaml's Job with Dify's real api/
     (its migrations and models) mounted at /app/api, against an empty PostgreSQL."""
     api = Path(os.environ["MIGRATEGATE_DIFY_API"])
-    url = make_url(pg_url)
-    db_secret = {"apiVersion": "v1", "kind": "Secret",
-                 "metadata": {"name": "dify-postgresql", "namespace": "apps"},
-                 "stringData": {"postgres-password": url.password or ""}}
     docs = helm.template(files=[DIFY_VALUES])
     pod = make_pod(docs, one(docs, "Job"), tmp_path, at="/app/api", migrations=api,
-                   extra_objects=[db_secret])
-    out = pod.run("migrate", env={"DB_HOST": url.host, "DB_PORT": str(url.port),
-                                  "DB_USERNAME": url.username, "DB_DATABASE": url.database},
-                  timeout=600)
+                   extra_objects=_dify_api_settings(pg_url))
+    out = pod.run("migrate", timeout=600)
     assert_verified(out)
-    again = pod.run("migrate", env={"DB_HOST": url.host, "DB_PORT": str(url.port),
-                                    "DB_USERNAME": url.username, "DB_DATABASE": url.database})
+    again = pod.run("migrate")
     assert_verified(again)
     assert "accounts" in tables(pg_url)

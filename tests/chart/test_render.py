@@ -487,10 +487,11 @@ def test_dify_example(helm: Helm) -> None:
     assert env["MIGRATEGATE_PRESET"]["value"] == "dify"
     assert env["MIGRATEGATE_MIGRATIONS"]["value"] == "/app/api/migrations"
     assert env["MIGRATEGATE_APP_ROOT"]["value"] == "/app/api"
-    for name in ("DB_HOST", "DB_PORT", "DB_USERNAME", "DB_DATABASE"):
-        assert env[name]["value"]
-    assert env["DB_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
-        "name": "dify-postgresql", "key": "postgres-password"}
+    # the non-secret DB_* from the Dify api's ConfigMap, only the DB keys of its Secret
+    assert c["envFrom"] == [{"configMapRef": {"name": "dify-api"}}]
+    for name in ("DB_USERNAME", "DB_PASSWORD"):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "dify-api", "key": name}
+    assert c["securityContext"]["runAsUser"] == 1001  # Dify's image USER is a name
     assert "MIGRATION_ENABLED" in DIFY_VALUES.read_text()
 
 

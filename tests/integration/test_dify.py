@@ -126,3 +126,108 @@ def test_the_incident_then_migrategate_fixes_it(pg_url, redis_server):
 def test_upgrade_needs_no_redis_at_all(pg_url):
     env = dify_env(pg_url, REDIS_HOST="127.0.0.1", REDIS_PORT="1")  # nothing listens there
     assert dify("upgrade", env=env).code == 0
+
+
+def test_an_empty_db_password_logs_in_as_dify_would(mariadb_url):
+    """DB_PASSWORD="" is Dify's default (trust set-ups, sidecar proxies): a set value."""
+    u = sa.engine.make_url(mariadb_url)
+    engine = sa.create_engine(mariadb_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE USER IF NOT EXISTS 'nopw'@'%' IDENTIFIED BY ''"))
+        conn.execute(sa.text(f"GRANT ALL ON `{u.database}`.* TO 'nopw'@'%'"))
+    engine.dispose()
+    env = dify_env(mariadb_url, DB_USERNAME="nopw", DB_PASSWORD="")
+
+    run = dify("upgrade", env=env)
+
+    assert run.code == 0, run.output
+    assert KEY_TABLES <= set(tables(mariadb_url))
+
+
+def test_app_root_alone_finds_its_migrations(pg_url):
+    run = migrategate("upgrade", "--preset", "dify", "--app-root", str(FIXTURE),
+                      env=dify_env(pg_url))
+    assert run.code == 0, run.output
+    assert KEY_TABLES <= set(tables(pg_url))
+
+
+def test_doctor_finds_the_lock_under_difys_key_prefix(pg_url, redis_server):
+    import redis
+
+    r = redis.Redis(host=redis_server.host, port=redis_server.port)
+    r.set("acme:db_upgrade_lock", "stale-holder")
+    try:
+        env = dify_env(pg_url, REDIS_HOST=redis_server.host, REDIS_PORT=str(redis_server.port),
+                       REDIS_KEY_PREFIX="acme")
+        assert dify("upgrade", env=env).code == 0
+        doc = dify("doctor", "--json", env=env)
+    finally:
+        r.delete("acme:db_upgrade_lock")
+
+    failed = {c["name"]: c["detail"] for c in json.loads(doc.stdout)["checks"] if not c["ok"]}
+    assert list(failed) == ["redis-lock"], doc.output
+    assert "'acme:db_upgrade_lock' exists" in failed["redis-lock"]
+    assert doc.code == 7
+
+
+def test_an_unreachable_redis_is_its_own_finding_not_a_failed_database(pg_url):
+    env = dify_env(pg_url, REDIS_HOST="127.0.0.1", REDIS_PORT="1")  # nothing listens there
+    assert dify("upgrade", env=env).code == 0
+
+    doc = dify("doctor", "--json", env=env)
+
+    report = json.loads(doc.stdout)
+    failed = {c["name"]: c["detail"] for c in report["checks"] if not c["ok"]}
+    assert list(failed) == ["redis"], doc.output
+    assert failed["redis"].startswith("not checked: could not inspect redis://127.0.0.1:1/0")
+    assert doc.code == 0 and report["outcome"] == "ok"
+    assert "do not affect the exit code: redis" in report["message"]
+
+
+def test_sentinel_redis_is_said_to_be_not_checked(pg_url):
+    env = dify_env(pg_url, REDIS_HOST="127.0.0.1", REDIS_USE_SENTINEL="true",
+                   REDIS_SENTINELS="127.0.0.1:1", REDIS_KEY_PREFIX="acme")
+    assert dify("upgrade", env=env).code == 0
+
+    doc = dify("doctor", env=env)
+
+    assert doc.code == 0, doc.output
+    assert "✗ redis: not checked: Dify's Redis is a sentinel" in doc.stdout
+    assert "redis-cli EXISTS acme:db_upgrade_lock" in doc.stdout
+
+
+BROKEN_IMPORT = '''"""broken"""
+from alembic import op
+import models.does_not_exist  # noqa
+
+revision = "zz01broken"
+down_revision = "f0a1b2c3d4e5"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.execute("SELECT 1")
+
+
+def downgrade():
+    pass
+'''
+
+
+def test_a_revision_that_fails_to_import_names_its_file_and_line(pg_url, tmp_path):
+    """Nothing ran, so it is a configuration error (2), named in one line without --debug."""
+    import shutil
+
+    migrations = tmp_path / "migrations"
+    shutil.copytree(FIXTURE / "migrations", migrations)
+    (migrations / "versions" / "zz01_broken.py").write_text(BROKEN_IMPORT)
+    env = dify_env(pg_url)
+
+    run = migrategate("upgrade", "--preset", "dify", "--migrations", str(migrations),
+                      "--app-root", str(FIXTURE), env=env)
+
+    assert run.code == 2, run.output
+    assert "Traceback" not in run.stderr
+    assert "zz01_broken.py, line 3" in run.stderr, run.stderr
+    assert "models.does_not_exist" in run.stderr

@@ -31,18 +31,82 @@ def test_extras_charset_and_time_zone_override_are_merged():
     assert u.query["client_encoding"] == "utf8"
 
 
+def test_extras_options_and_time_zone_are_joined_as_dify_passes_them():
+    env = dict(ENV, DB_EXTRAS="options=-c search_path=dify",
+               DB_SESSION_TIMEZONE_OVERRIDE="Asia/Tokyo")
+    assert resolve({"preset": "dify"}, env).url.query["options"] == \
+        "-c search_path=dify -c timezone=Asia/Tokyo"
+
+
 @pytest.mark.parametrize("db_type", ["mysql", "oceanbase", "seekdb"])
-def test_mysql_family_uses_mysql_and_needs_its_port(db_type):
+def test_mysql_family_uses_pymysql_as_dify_does_and_needs_its_port(db_type):
     with pytest.raises(ConfigError, match="DB_PORT"):
         resolve({"preset": "dify"}, dict(ENV, DB_TYPE=db_type))
     u = resolve({"preset": "dify"}, dict(ENV, DB_TYPE=db_type, DB_PORT="3306")).url
-    assert u.get_backend_name() == "mysql" and u.port == 3306
+    assert (u.drivername, u.port) == ("mysql+pymysql", 3306)
+    assert "options" not in u.query  # the session time zone is a PostgreSQL-only setting
+
+
+def test_mysql_extras_reach_the_driver_unchanged():
+    env = dict(ENV, DB_TYPE="mysql", DB_PORT="3306", DB_EXTRAS="charset=utf8mb4")
+    assert dict(resolve({"preset": "dify"}, env).url.query) == {"charset": "utf8mb4"}
+
+
+def test_charset_on_mysql_is_refused_because_difys_own_url_fails_there():
+    env = dict(ENV, DB_TYPE="mysql", DB_PORT="3306", DB_CHARSET="utf8mb4")
+    with pytest.raises(ConfigError) as err:
+        resolve({"preset": "dify"}, env)
+    assert "client_encoding" in err.value.message and "DB_EXTRAS" in err.value.hint
+
+
+@pytest.mark.parametrize("db_type", ["Postgresql", "postgres", "mariadb"])
+def test_db_type_is_matched_exactly_as_difys_config_does(db_type):
+    with pytest.raises(ConfigError, match="DB_TYPE"):
+        resolve({"preset": "dify"}, dict(ENV, DB_TYPE=db_type))
+
+
+@pytest.mark.parametrize("password", ["", "p@ss:w/rd%+&?#", "ünïcode"])
+def test_url_equals_the_one_difys_config_builds(password):
+    """Dify's SQLALCHEMY_DATABASE_URI, restated from api/configs/middleware/__init__.py."""
+    from urllib.parse import quote_plus
+
+    import sqlalchemy as sa
+
+    env = dict(ENV, DB_PASSWORD=password, DB_EXTRAS="keepalives=1", DB_CHARSET="utf8",
+               DB_SESSION_TIMEZONE_OVERRIDE="")
+    difys = (f"postgresql://{quote_plus(env['DB_USERNAME'])}:{quote_plus(password)}@db:5432/app"
+             "?keepalives=1&client_encoding=utf8")
+    ours = resolve({"preset": "dify"}, env).url
+    theirs = sa.engine.make_url(difys)
+    assert (ours.username, ours.password, ours.host, ours.port, ours.database,
+            dict(ours.query)) == (theirs.username, theirs.password, theirs.host, theirs.port,
+                                  theirs.database, dict(theirs.query))
+
+
+def test_an_empty_db_password_is_a_set_password():
+    s = resolve({"preset": "dify"}, dict(ENV, DB_PASSWORD=""))
+    assert s.url.password == "" and s.url.username == "dify"
+
+
+def test_a_space_in_the_password_is_refused_because_dify_would_send_plus_signs():
+    with pytest.raises(ConfigError, match="space"):
+        resolve({"preset": "dify"}, dict(ENV, DB_PASSWORD="two words"))
+
+
+def test_app_root_implies_its_migrations_directory():
+    s = resolve({"preset": "dify", "app_root": "/src/dify/api"}, ENV)
+    assert s.migrations == "/src/dify/api/migrations"
+    s = resolve({"preset": "dify"}, dict(ENV, MIGRATEGATE_APP_ROOT="/opt/api"))
+    assert (s.app_root, s.migrations) == ("/opt/api", "/opt/api/migrations")
+    s = resolve({"preset": "dify", "app_root": "/opt/api", "migrations": "/m"}, ENV)
+    assert s.migrations == "/m"
 
 
 def test_every_missing_variable_is_named_at_once():
     with pytest.raises(ConfigError) as err:
         resolve({"preset": "dify"}, {"DB_HOST": "db"})
     assert all(v in err.value.message for v in ("DB_USERNAME", "DB_DATABASE", "DB_PASSWORD"))
+    assert "DB_HOST" not in err.value.message
 
 
 def test_password_file_replaces_db_password(tmp_path):
@@ -62,3 +126,17 @@ def test_redis_url_from_dify_variables():
     assert dify.redis_url({}) is None
     assert dify.redis_url({"REDIS_HOST": "r", "REDIS_PASSWORD": "s3", "REDIS_DB": "2",
                            "REDIS_USE_SSL": "true"}) == "rediss://:s3@r:6379/2"
+
+
+def test_redis_lock_key_follows_difys_key_prefix():
+    assert dify.redis_lock_key({}) == "db_upgrade_lock"
+    assert dify.redis_lock_key({"REDIS_KEY_PREFIX": " acme "}) == "acme:db_upgrade_lock"
+    assert dify.redis_lock_key({"REDIS_KEY_PREFIX": "  "}) == "db_upgrade_lock"
+
+
+def test_sentinel_and_cluster_redis_get_no_plain_url():
+    env = dict(ENV, REDIS_HOST="r", REDIS_USE_SENTINEL="true")
+    assert dify.redis_topology(env) == "sentinel"
+    assert resolve({"preset": "dify"}, env).redis_url is None
+    assert dify.redis_topology({"REDIS_USE_CLUSTERS": "1"}) == "cluster"
+    assert dify.redis_topology({"REDIS_USE_SENTINEL": "false"}) is None

@@ -85,11 +85,12 @@ _pw = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_cha
 def test_any_password_is_masked_in_the_rendered_url_and_redacted(password):
     from urllib.parse import quote
 
+    from migrategate import redact
+
+    redact.clear()  # each example its own secret
     url = build_url(f"postgresql://user:{quote(password, safe='')}@h:5432/db")
     assert url.password == password
-    rendered = url.render_as_string(hide_password=True)
-    assert password not in rendered.split("@")[0].split("//")[1].replace("***", "") or \
-        password in "***"
+    assert url.render_as_string(hide_password=True).endswith("://user:***@h:5432/db")
     assert log.redact(f"boom {password} boom") == "boom *** boom"
 
 

@@ -1,0 +1,186 @@
+"""How a migration run ended, as a typed error: decided from facts, not guesses.
+
+The facts are what the migration process reported (which revision had
+started, which ran to its end, which committed, which statements committed
+outside a revision's transaction, the exception's class and SQLSTATE / error
+number), how that process ended, and whether the supervising process still
+held the lock. English message text decides nothing here.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Dict, Optional
+
+from . import dberrors
+from .errors import (
+    AuthError,
+    ConfigError,
+    Interrupted,
+    LockLost,
+    MigrategateError,
+    MigrationFailed,
+    PermissionDenied,
+    UnreachableError,
+)
+from .supervise import Run
+
+NON_TRANSACTIONAL_DDL = ("mysql", "mariadb", "sqlite")
+
+
+def outcome(run: Run, backend: str, other_migrator: Optional[str] = None
+            ) -> Optional[MigrategateError]:
+    """None when the child finished cleanly; otherwise the error to raise."""
+    if run.lost is not None or (run.error or {}).get("lock_lost"):
+        return _lock_lost(run)
+    if run.signalled is not None:
+        return _interrupted(run, backend)
+    if other_migrator and run.error is not None:
+        return MigrationFailed(
+            f"another migrator is running: {other_migrator}",
+            f"alembic_version moved under this runner{_during(run)}; stop the other migrator "
+            "(e.g. the app's own 'flask upgrade-db' / MIGRATION_ENABLED) and re-run",
+            revision=run.current)
+    if run.error is not None:
+        error = _from_record(run.error, run, backend)
+        error.child_traceback = run.error.get("traceback", "")  # type: ignore[attr-defined]
+        return error
+    if not run.finished:
+        return _abnormal_end(run)
+    return None
+
+
+def _during(run: Run) -> str:
+    return f" during revision {run.current}" if run.current else ""
+
+
+def _committed(run: Run) -> str:
+    return f"{len(run.applied)} revision(s) before it are committed"
+
+
+def _lock_lost(run: Run) -> MigrategateError:
+    reason = run.lost or (run.error or {}).get("message", "")
+    return _naming(run.current, LockLost(
+        f"the migration lock was lost{_during(run)}: {reason}",
+        f"the run stopped: {len(run.applied)} revision(s) committed, the running revision "
+        f"was stopped ({_left(run, run.current)}); find what cut the lock session "
+        "(idle_session_timeout, wait_timeout, a proxy, a DBA), then re-run"))
+
+
+def _left(run: Run, revision: Optional[str], backend: str = "postgresql") -> str:
+    partial = run.partial.get(revision or "", [])
+    if partial:
+        return (f"{len(partial)} statement(s) of it were committed outside its transaction "
+                f"and stay applied: {'; '.join(partial)} — the revision is half-applied, "
+                "run 'migrategate doctor'")
+    if backend in NON_TRANSACTIONAL_DDL:
+        return (f"{backend} DDL is not transactional: tables, columns or indexes it created "
+                "before it stopped may remain; run 'migrategate doctor'")
+    return "its transaction was rolled back, nothing of it is applied"
+
+
+def _interrupted(run: Run, backend: str) -> MigrategateError:
+    signum = int(run.signalled or signal.SIGTERM)
+    if run.current is None:
+        hint = f"{len(run.applied)} revision(s) committed; the lock is released — re-run"
+    else:
+        hint = f"{_left(run, run.current, backend)}; {_committed(run)}; re-run to continue"
+    return _naming(run.current, Interrupted(
+        signum, f"interrupted by {signal.Signals(signum).name}{_during(run)}", hint))
+
+
+def _naming(revision: Optional[str], error: MigrategateError) -> MigrategateError:
+    error.revision = revision  # type: ignore[attr-defined]
+    return error
+
+
+def _abnormal_end(run: Run) -> MigrategateError:
+    code = run.returncode
+    if code is not None and code < 0:
+        how = f"was killed by {signal.Signals(-code).name}"
+    else:
+        how = f"exited with status {code} without finishing (app code called os._exit?)"
+    return MigrationFailed(
+        f"the migration process {how}{_during(run)}",
+        f"{_left(run, run.current) if run.current else 'no revision was running'}; "
+        f"{len(run.applied)} revision(s) committed; nothing is verified — fix the code that "
+        "ends the process (env.py, a revision or the models it imports)",
+        revision=run.current)
+
+
+def _from_record(record: Dict[str, Any], run: Run, backend: str) -> MigrategateError:
+    typed = record.get("typed")
+    reason = record["message"]
+    code = f" [{record['code']}]" if record.get("code") else ""
+    where = f" ({record['where']})" if record.get("where") else ""
+    revision = record.get("revision")
+    kind = record.get("category")
+    if typed:
+        err = MigrategateError(reason, typed.get("hint"))
+        err.exit_code, err.outcome = typed["exit_code"], typed["outcome"]
+        return err
+    if record["class"] == "SystemExit":
+        return MigrationFailed(
+            f"app code called sys.exit({reason}){_during(run)}{where}",
+            "migrations must not exit the process; "
+            f"{_left(run, revision, backend) if revision else 'no revision was running'}",
+            revision=revision)
+    if revision is not None:
+        label = f"revision {revision}" + (f" ({run.messages[revision]})"
+                                          if run.messages.get(revision) else "")
+        at = " at COMMIT" if revision in run.ran else ""
+        left = _left(run, revision, backend)
+        if kind == dberrors.PRIVILEGE:
+            return PermissionDenied(f"{label} failed{at}{code}: {reason}",
+                                    f"grant the migration user the privilege it needs; {left}",
+                                    revision=revision)
+        committed = {a.revision for a in run.applied}
+        undone = sorted(run.ran - committed - {revision})
+        if undone and backend not in NON_TRANSACTIONAL_DDL:
+            left += f"; {len(undone)} more uncommitted revision(s) rolled back too"
+        hint = f"{left}; {_committed(run)}. Fix the revision and re-run"
+        if kind == dberrors.LOCK_TIMEOUT:
+            hint = ("a table it needs is locked by another transaction (lock timeout "
+                    "reached); find the blocker in pg_stat_activity / SHOW PROCESSLIST, or "
+                    "retry at a quieter time. " + hint)
+        elif kind == dberrors.UNREACHABLE:
+            hint = f"the connection to the database was lost; {hint}"
+        elif kind == dberrors.DUPLICATE:
+            hint = ("an object it creates already exists: an earlier run left this revision "
+                    "half-applied, or another migrator created it — run 'migrategate doctor'. "
+                    + hint)
+        return MigrationFailed(f"{label} failed{at}{code}: {reason}{where}", hint,
+                               revision=revision)
+    # nothing was running: env.py, loading the scripts, or connecting failed
+    nothing = "nothing was applied"
+    if record["class"] in ("SyntaxError", "IndentationError", "TabError"):
+        return ConfigError(f"a migration file has a syntax error{where}: {reason}",
+                           f"fix the file; {nothing}")
+    if record["class"] in ("ImportError", "ModuleNotFoundError"):
+        return ConfigError(
+            f"loading the migrations failed{where}: {record['class']}: {reason}",
+            f"fix the import or put the app's source root on the path (--app-root DIR); "
+            f"{nothing}")
+    if record.get("database_error"):
+        if kind == dberrors.AUTH or kind == dberrors.REFUSED:
+            return AuthError(f"env.py could not log in{code}: {reason}",
+                             "check the credentials env.py uses")
+        if kind == dberrors.PRIVILEGE:
+            return PermissionDenied(f"env.py failed{code}: {reason}",
+                                    f"grant the migration user the privilege it needs; "
+                                    f"{nothing}")
+        if kind == dberrors.UNREACHABLE:
+            return UnreachableError(f"env.py could not reach the database{code}: {reason}",
+                                    "check the URL env.py uses")
+        if kind == dberrors.MISSING_DATABASE:
+            return ConfigError(f"env.py's database does not exist{code}: {reason}",
+                               "check the URL env.py uses")
+        return MigrationFailed(f"the database failed before the first revision{code}: "
+                               f"{reason}{where}", f"{nothing}; check the version table and "
+                               "the migration user's rights")
+    if record["class"] == "CommandError":
+        return ConfigError(f"alembic refused: {reason}", nothing)
+    return ConfigError(
+        f"env.py failed before any revision ran{where}: {record['class']}: {reason}",
+        "fix env.py or the settings it reads (run with --debug for the traceback); "
+        f"{nothing}")

@@ -1,0 +1,92 @@
+"""The fence: the migration session checks, itself, that the runner still holds the lock.
+
+The lock lives on the supervising process's own session. If that session is
+cut (idle timeout, proxy, a DBA's ``pg_terminate_backend``) the lock is gone and
+another runner may start the same revisions. So the migration session asks the
+server before each revision starts and, on PostgreSQL, once more inside the
+revision's transaction right before COMMIT: a lost lock then rolls the
+revision back instead of committing it twice.
+
+The migration session also takes a second, "worker" lock: a runner killed
+mid-statement loses its main lock at once, but the server keeps executing its
+last statement (MySQL runs an ALTER to the end) and that session keeps the
+worker lock until it finishes — the next runner waits for it
+(:func:`migrategate.lock.wait_for_orphans`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+from .lock import PG_HELD_BY
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlalchemy.engine import Connection
+
+
+class LockLostHere(Exception):
+    """Raised inside a revision's transaction when the fence finds the lock gone."""
+
+
+class Fence:
+    def __init__(self, info: Dict[str, Any]) -> None:
+        self.info = info
+        self.kind = info.get("kind", "none")
+
+    def attach(self, connection: "Connection") -> Optional[Dict[str, Any]]:
+        """Take the worker lock on env.py's connection; return its session id.
+
+        Raw DBAPI cursor on purpose: a statement through SQLAlchemy would
+        autobegin a transaction, and Alembic would then take env.py's connection
+        for an external transaction and never commit per revision.
+        """
+        if self.kind == "none":
+            return None
+        cursor = _dbapi(connection).cursor()
+        try:
+            if self.kind == "postgresql":
+                cursor.execute("SELECT pg_backend_pid(), pg_try_advisory_lock(%s)",
+                               (self.info["worker_key"],))
+                pid, taken = cursor.fetchone()
+                return {"pid": int(pid), "worker_lock": bool(taken)}
+            cursor.execute("SELECT CONNECTION_ID(), GET_LOCK(%s, 0)", (self.info["worker_name"],))
+            cid, taken = cursor.fetchone()
+            return {"connection_id": int(cid), "worker_lock": taken == 1}
+        finally:
+            cursor.close()
+
+    def before_revision(self, connection: Optional["Connection"]) -> None:
+        if self.kind == "mysql" and connection is not None:
+            self._check_mysql(connection)
+
+    def before_commit(self, connection: Optional["Connection"]) -> None:
+        if connection is None:
+            return
+        if self.kind == "postgresql":
+            from sqlalchemy import text
+
+            key = self.info["key"] & 0xFFFFFFFFFFFFFFFF
+            held = connection.execute(text(PG_HELD_BY), {
+                "hi": key >> 32, "lo": key & 0xFFFFFFFF, "pid": self.info["pid"],
+                "started": self.info["started"]}).scalar()
+            if not held:
+                raise LockLostHere(
+                    f"the migration lock is no longer held by the runner's session "
+                    f"(pid {self.info['pid']}); this revision's transaction is rolled back")
+        elif self.kind == "mysql":
+            self._check_mysql(connection)
+
+    def _check_mysql(self, connection: "Connection") -> None:
+        from sqlalchemy import text
+
+        holder = connection.execute(text("SELECT IS_USED_LOCK(:n)"),
+                                    {"n": self.info["name"]}).scalar()
+        if holder != self.info["connection_id"]:
+            raise LockLostHere(
+                f"the migration lock is no longer held by the runner's session (connection "
+                f"{self.info['connection_id']}; now {holder or 'nobody'})")
+
+
+def _dbapi(connection: "Connection") -> Any:
+    fairy = connection.connection
+    return getattr(fairy, "dbapi_connection", None) or getattr(fairy, "connection", None)

@@ -1,0 +1,263 @@
+"""inject: add the ``migrategate wait`` gate to workloads of a chart you don't own.
+
+A Helm post-renderer (Helm 3 ``--post-renderer``; Helm 4 through the ``postrenderer/v1``
+plugin in ``plugins/migrategate-inject``), a kustomize/Argo CD step, or a plain filter: it
+reads manifests on stdin and writes them on stdout. For every Deployment, StatefulSet or
+DaemonSet whose name matches one of the ``--workload`` patterns it prepends an initContainer
+``migrategate-wait`` that
+
+- runs ``python -m migrategate wait`` in the image of the workload's FIRST container, with
+  that container's ``imagePullPolicy``, ``env``, ``envFrom`` (so an app's ``DB_*`` settings
+  reach it) and ``securityContext`` (a chart that sets ``runAsUser`` on the container, not the
+  pod, would otherwise start the gate as the image's USER);
+- mounts migrategate's source from the ConfigMap that the migrategate chart's release created
+  (``--code-configmap``; one item per file, the package tree rebuilt) and a ``/tmp`` emptyDir.
+
+Documents that are not selected are written back exactly as they came (the text, not a
+re-serialisation); a selected document is re-serialised with its leading comments kept.
+Running it twice gives the same output as running it once. A pattern that matches nothing is
+an error (exit 2), so a renamed release cannot silently lose its gate.
+
+PyYAML is needed (``pip install 'migrategate[inject]'``); the rest of migrategate does not
+use it, and app images don't need it: ``inject`` runs where ``helm`` runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from .errors import ConfigError
+
+GATE = "migrategate-wait"
+CODE_VOLUME = "migrategate-code"
+TMP_VOLUME = "migrategate-tmp"
+KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+#: The migrategate chart's code ConfigMap for a release named "migrategate".
+DEFAULT_CODE_CONFIGMAP = "migrategate-code"
+
+_SEPARATOR = re.compile(r"^---(?:[ \t].*)?$")
+
+
+@dataclass
+class InjectOptions:
+    workloads: Sequence[str]
+    code_configmap: str = DEFAULT_CODE_CONFIGMAP
+    preset: Optional[str] = None
+    timeout: Optional[str] = None
+    interval: Optional[str] = None
+    allow_ahead: bool = False
+    env: Sequence[Tuple[str, str]] = ()
+    python: str = "python"
+    mount_path: str = "/opt/migrategate"
+    python_path: Sequence[str] = ()
+    source_files: Optional[Sequence[str]] = None  # package-relative paths; default: ours
+    patterns: List["re.Pattern[str]"] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        if not self.workloads:
+            raise ConfigError("inject needs at least one --workload REGEX",
+                              "e.g. --workload 'dify-(api|worker|beat)'")
+        for text in self.workloads:
+            try:
+                self.patterns.append(re.compile(text))
+            except re.error as exc:
+                raise ConfigError(f"--workload {text!r} is not a valid regular expression: "
+                                  f"{exc}") from None
+
+
+def _yaml() -> Any:
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigError(
+            "migrategate inject needs PyYAML, which is not installed in this Python",
+            "pip install 'migrategate[inject]' (or pip install PyYAML) where helm runs; "
+            "app images don't need it") from None
+    return yaml
+
+
+def split_documents(text: str) -> List[str]:
+    """Split a YAML stream on document markers (a line that is ``---`` or ``--- ...``),
+    keeping every character: ``"".join(split_documents(t)) == t``. Each piece after the
+    first starts with its marker line."""
+    pieces: List[str] = []
+    current: List[str] = []
+    for line in text.splitlines(keepends=True):
+        if _SEPARATOR.match(line.rstrip("\r\n")) and current:
+            pieces.append("".join(current))
+            current = []
+        current.append(line)
+    if current:
+        pieces.append("".join(current))
+    return pieces
+
+
+def source_files() -> List[str]:
+    """migrategate's own .py files, package-relative ("presets/dify.py"), sorted: the chart
+    ships the same files (files/migrategate is a symlink to the package)."""
+    root = os.path.dirname(os.path.abspath(__file__))
+    out = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in files:
+            if name.endswith(".py"):
+                out.append(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/"))
+    return sorted(out)
+
+
+def inject(text: str, options: InjectOptions) -> str:
+    yaml = _yaml()
+    matched = {p.pattern: 0 for p in options.patterns}
+    seen: List[str] = []
+    out: List[str] = []
+    for piece in split_documents(text):
+        doc = _load(yaml, piece)
+        target = _workload_name(doc)
+        if target is None:
+            out.append(piece)
+            continue
+        seen.append(f"{doc['kind']}/{target}")
+        hits = [p for p in options.patterns if p.fullmatch(target)]
+        if not hits:
+            out.append(piece)
+            continue
+        for p in hits:
+            matched[p.pattern] += 1
+        _add_gate(doc, options)
+        out.append(_dump(yaml, piece, doc))
+    missing = [pattern for pattern, n in matched.items() if n == 0]
+    if missing:
+        found = ", ".join(seen) or "no Deployment, StatefulSet or DaemonSet at all"
+        raise ConfigError(
+            f"--workload {', '.join(repr(m) for m in missing)} matched no workload in the "
+            f"input (found: {found}); nothing was written",
+            "patterns match the whole metadata.name (e.g. 'dify-(api|worker|beat)' or "
+            "'.*-api'); check the release name")
+    return "".join(out)
+
+
+def _load(yaml: Any, piece: str) -> Any:
+    try:
+        return yaml.safe_load(piece)
+    except yaml.YAMLError:
+        return None  # not ours to judge: it is written back unchanged
+
+
+def _workload_name(doc: Any) -> Optional[str]:
+    if not isinstance(doc, dict) or doc.get("kind") not in KINDS:
+        return None
+    def get(obj: Any, key: str) -> Any:
+        return obj.get(key) if isinstance(obj, dict) else None
+
+    name = get(get(doc, "metadata"), "name")
+    pod = get(get(get(doc, "spec"), "template"), "spec")
+    containers = get(pod, "containers")
+    if not isinstance(name, str) or not isinstance(containers, list) or not containers \
+            or not isinstance(containers[0], dict):
+        return None
+    return name
+
+
+def _dump(yaml: Any, original: str, doc: Any) -> str:
+    """The marker line and leading comments (e.g. Helm's ``# Source:``) of the original,
+    then the changed document."""
+    head: List[str] = []
+    for line in original.splitlines(keepends=True):
+        stripped = line.strip()
+        if _SEPARATOR.match(line.rstrip("\r\n")) and not head:
+            head.append(line if line.endswith("\n") else line + "\n")
+        elif stripped.startswith("#") or not stripped:
+            head.append(line if line.endswith("\n") else line + "\n")
+        else:
+            break
+
+    class NoAliases(yaml.SafeDumper):  # the gate copies the app's env: no &id001 anchors
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    body = yaml.dump(doc, Dumper=NoAliases, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True, width=1 << 16)
+    return "".join(head) + body
+
+
+def _add_gate(doc: Dict[str, Any], options: InjectOptions) -> None:
+    pod = doc["spec"]["template"]["spec"]
+    app = pod["containers"][0]
+    inits = [c for c in (pod.get("initContainers") or []) if c.get("name") != GATE]
+    pod["initContainers"] = [_gate(app, options)] + inits
+    volumes = [v for v in (pod.get("volumes") or [])
+               if v.get("name") not in (CODE_VOLUME, TMP_VOLUME)]
+    pod["volumes"] = volumes + _volumes(options)
+
+
+def _gate(app: Dict[str, Any], options: InjectOptions) -> Dict[str, Any]:
+    args = ["wait"]
+    if options.timeout is not None:
+        args += ["--timeout", str(options.timeout)]
+    if options.interval is not None:
+        args += ["--interval", str(options.interval)]
+    if options.allow_ahead:
+        args.append("--allow-ahead")
+    gate: Dict[str, Any] = {"name": GATE, "image": app.get("image")}
+    if "imagePullPolicy" in app:
+        gate["imagePullPolicy"] = app["imagePullPolicy"]
+    gate["command"] = [options.python, "-m", "migrategate"]
+    gate["args"] = args
+    gate["env"] = _env(app.get("env") or [], options)
+    if app.get("envFrom"):
+        gate["envFrom"] = copy.deepcopy(app["envFrom"])
+    gate["volumeMounts"] = [
+        {"name": TMP_VOLUME, "mountPath": "/tmp"},
+        {"name": CODE_VOLUME, "mountPath": f"{options.mount_path.rstrip('/')}/migrategate",
+         "readOnly": True},
+    ]
+    if app.get("securityContext"):
+        gate["securityContext"] = copy.deepcopy(app["securityContext"])
+    gate["terminationMessagePath"] = "/dev/termination-log"
+    gate["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    return gate
+
+
+def _env(app_env: List[Dict[str, Any]], options: InjectOptions) -> List[Dict[str, Any]]:
+    """The app container's env, then ours (ours replace same-named entries; an app's literal
+    PYTHONPATH is kept after migrategate's mount path; ``--env`` wins over everything)."""
+    path = [options.mount_path, *options.python_path]
+    app_path = next((e.get("value") for e in app_env if e.get("name") == "PYTHONPATH"), None)
+    if app_path:
+        path.append(app_path)
+    ours: Dict[str, str] = {}
+    if options.preset:
+        ours["MIGRATEGATE_PRESET"] = options.preset
+    ours.update({"MIGRATEGATE_TERMINATION_LOG": "/dev/termination-log",
+                 "PYTHONPATH": ":".join(path), "PYTHONDONTWRITEBYTECODE": "1",
+                 "PYTHONUNBUFFERED": "1"})
+    ours.update(dict(options.env))
+    kept = [copy.deepcopy(e) for e in app_env if e.get("name") not in ours]
+    return kept + [{"name": name, "value": value} for name, value in ours.items()]
+
+
+def _volumes(options: InjectOptions) -> List[Dict[str, Any]]:
+    files = options.source_files if options.source_files is not None else source_files()
+    return [
+        {"name": TMP_VOLUME, "emptyDir": {}},
+        {"name": CODE_VOLUME, "configMap": {
+            "name": options.code_configmap,
+            "defaultMode": 0o444,
+            "items": [{"key": path.replace("/", "."), "path": path} for path in files],
+        }},
+    ]
+
+
+def parse_env(items: Sequence[str]) -> List[Tuple[str, str]]:
+    out = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
+            raise ConfigError(f"--env {item!r} is not NAME=VALUE",
+                              "e.g. --env MIGRATEGATE_WAIT_TIMEOUT=900")
+        out.append((name, value))
+    return out

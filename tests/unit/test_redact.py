@@ -1,0 +1,51 @@
+"""The redactor masks every spelling of a secret and never touches structure."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from migrategate import redact
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    redact.clear()
+    yield
+    redact.clear()
+
+
+def test_json_escaped_and_repr_escaped_spellings_are_masked():
+    secret = 'Qx"y\\z\u00fc-long'
+    redact.register_secret(secret)
+    for text in (json.dumps({"m": secret}), repr({"p": secret}), repr(secret.encode())):
+        assert redact.redact(text).count("***") >= 1
+        assert "Qx" not in redact.redact(text)
+
+
+def test_the_spelling_sqlalchemy_renders_is_masked():
+    redact.register_secret("blue sky/42")
+    assert redact.redact("postgresql://u:blue sky%2F42@h/db") == "postgresql://u:***@h/db"
+
+
+def test_a_password_cut_short_by_the_server_error_context_is_masked():
+    redact.register_secret("p@ss:w/rd%41?#&=+")
+    line = "LINE 1: SELECT 'p@ss:w/r... AS pad_1 ...#&=+' AS b FROM nowhere"
+    assert "p@ss" not in redact.redact(line) and "#&=+" not in redact.redact(line)
+
+
+def test_keys_and_structure_are_never_touched():
+    redact.register_secret("null")
+    redact.register_secret("e")
+    doc = {"outcome": "verified", "message": "e is null here", "failed_revision": None}
+    out = redact.redact_value(doc)
+    assert list(out) == list(doc)  # keys intact
+    assert out["failed_revision"] is None
+    assert out["message"] == "*** is *** here"  # a short secret only as a whole token
+    assert json.loads(json.dumps(out)) == out
+
+
+def test_whitespace_only_secrets_are_not_masked_everywhere():
+    redact.register_secret("  ")
+    assert redact.redact("a  b") == "a  b"
