@@ -32,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     g = common.add_argument_group("database and migrations (each also from MIGRATEGATE_<NAME>)")
     g.add_argument("--database-url", metavar="URL",
                    help="SQLAlchemy URL; else MIGRATEGATE_DATABASE_URL, else DATABASE_URL. "

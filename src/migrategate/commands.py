@@ -338,10 +338,12 @@ def wait(settings: Settings, writer: Writer = default_writer,
                     state = "; ".join(c.detail for c in bad)
                 except UnreachableError as exc:  # not up yet: keep waiting until the deadline
                     state = exc.one_line()
-                    conn = _drop(conn)
+                    _drop(conn)
+                    conn = None
                 except (SQLAlchemyError, OSError) as exc:  # connection lost: reconnect
                     state = f"database error: {dberrors.describe(exc)}"
-                    conn = _drop(conn)
+                    _drop(conn)
+                    conn = None
                 if backoff.expired:
                     raise WaitTimeout(
                         f"schema not ready after {backoff.waited:.0f}s: {state}",
@@ -356,11 +358,10 @@ def wait(settings: Settings, writer: Writer = default_writer,
 
 
 def _drop(conn: Optional["Connection"]) -> None:
-    """Close a connection that may already be broken; returns None for the caller's variable."""
+    """Close a connection that may already be broken."""
     if conn is not None:
         with contextlib.suppress(Exception):  # already broken: closing it may raise too
             conn.close()
-    return None
 
 
 def _with_timeout(settings: Settings, seconds: float) -> Settings:
