@@ -113,6 +113,20 @@ def test_alembics_own_loader_works_on_alembic_17(old_python, sqlite_url, tmp_pat
     assert versions(sqlite_url) == ["r002"]
 
 
+def test_autocommit_block_is_still_tracked_on_alembic_17(old_python, pg_url, tmp_path):
+    """migrategate wraps MigrationContext.autocommit_block (docs/alembic-internals.md) to
+    report what a failed revision committed outside its transaction."""
+    body = ("with op.get_context().autocommit_block():\n"
+            '    op.execute("CREATE INDEX CONCURRENTLY ix_t1_name ON t1 (name)")\n'
+            'op.execute("SELECT * FROM no_such_table")')
+    mig = write_project(tmp_path, chain(1) + [Rev("conc", "r001", body, "concurrent index")])
+    code, out, err = old(old_python, "upgrade", *args_for(pg_url, mig))
+    assert code == 6, err
+    assert "committed outside its transaction" in err
+    assert "CREATE INDEX CONCURRENTLY ix_t1_name ON t1 (name)" in err
+    assert versions(pg_url) == ["r001"]
+
+
 def test_broken_revision_and_wrong_password_keep_their_codes(old_python, pg_url, tmp_path):
     import sqlalchemy as sa
 
