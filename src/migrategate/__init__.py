@@ -33,7 +33,7 @@ from .errors import (  # noqa: F401  (re-exported)
 
 def _run(command: str, env: Optional[Mapping[str, str]], options: Any) -> Any:
     from . import commands
-    from .settings import resolve
+    from .settings import register_secrets, resolve
 
     from .settings import OPTIONS
 
@@ -42,6 +42,7 @@ def _run(command: str, env: Optional[Mapping[str, str]], options: Any) -> Any:
         raise TypeError(f"migrategate.{command}() got unknown option(s): {', '.join(unknown)}; "
                         f"known: {', '.join(sorted(OPTIONS))}")
     settings = resolve(options, env)
+    register_secrets(settings)
     if command == "doctor":
         from .doctor import doctor as run_doctor
 

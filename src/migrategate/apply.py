@@ -19,6 +19,7 @@ where it belongs: failed, not applied.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
@@ -44,7 +45,9 @@ NON_TRANSACTIONAL_DDL = ("mysql", "mariadb", "sqlite")
 class _Steps:
     """Tracks the running revision and turns Alembic's callbacks into events."""
 
-    def __init__(self, plan: Plan, sink: Sink, fence: Fence) -> None:
+    def __init__(self, plan: Plan, sink: Sink, fence: Fence,
+                 settings: Optional[Settings] = None) -> None:
+        self.settings = settings
         self.messages = {r.id: r.message for r in plan.pending}
         self.sink = sink
         self.fence = fence
@@ -53,6 +56,7 @@ class _Steps:
         self.started = 0.0
         self.finished: List[Dict[str, Any]] = []  # ran, not yet known to be committed
         self.partial: List[str] = []  # statements committed by autocommit blocks
+        self.last_statement = ""
 
     def begin(self, rev: str) -> None:
         self.settle()
@@ -79,6 +83,13 @@ class _Steps:
         self.finished = []
         self.current = None
 
+    def executing(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.last_statement = statement
+
+    def retrying(self, attempt: int, attempts: int, statement: str) -> None:
+        self.sink({"event": "retry", "revision": self.current, "attempt": attempt,
+                   "attempts": attempts, "blocker": _blocker(self.connection, statement)})
+
     def autocommitted(self, statement: str) -> None:
         self.partial.append(" ".join(statement.split())[:200])
         self.sink({"event": "autocommit", "revision": self.current,
@@ -92,12 +103,15 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(config)
-    steps = _Steps(plan, sink, fence)
+    steps = _Steps(plan, sink, fence, settings)
 
     def upgrade_steps(rev: Any, context: Any) -> Iterator[Any]:
         for step in script._upgrade_revs(plan.destination, rev):  # noqa: SLF001 - as command.upgrade
             guard.check()
             steps.begin(step.revision.revision)
+            if settings.lock_retries:
+                step.migration_fn = _with_lock_retries(step.migration_fn, steps, settings,
+                                                       context, guard)
             yield step
         steps.settle()
 
@@ -118,7 +132,10 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
             callbacks = (callbacks,)
         kw["on_version_apply"] = tuple(callbacks) + (steps.step_done,)
         if connection is not None:
+            from sqlalchemy import event
+
             steps.connection = connection
+            event.listen(connection, "before_cursor_execute", steps.executing)
             sink({"event": "ready", "session": fence.attach(connection)})
             _watch_cancel(connection, guard)
         configure_as_written(connection=connection, **kw)
@@ -133,6 +150,61 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
         sink({"event": "committed", "revisions": steps.finished})
 
 
+def lock_timeout_for(attempt: int, first: float) -> float:
+    """The documented schedule: the lock timeout doubles per attempt, up to 4× the first."""
+    return first * min(2 ** (attempt - 1), 4)
+
+
+def pause_before(attempt: int) -> float:
+    """Sleep before attempt ``attempt + 1``: 0.1 s doubling to 5 s, jittered ±50%."""
+    import random
+
+    return min(0.1 * 2 ** (attempt - 1), 5.0) * (0.5 + random.random())
+
+
+def _with_lock_retries(migration_fn: Callable[..., Any], steps: _Steps, settings: Settings,
+                       context: Any, guard: SignalGuard) -> Callable[..., Any]:
+    """Retry a revision whose statement waited too long for a table lock.
+
+    PostgreSQL: each attempt runs in a SAVEPOINT inside the revision's
+    transaction with ``SET LOCAL lock_timeout``; on SQLSTATE 55P03 the savepoint
+    is rolled back (its locks are released, nothing of the attempt stays), and
+    after a jittered pause the revision's ``upgrade()`` runs again. Application
+    queries queue behind the ALTER only for one short timeout at a time.
+    Never after an autocommit block committed part of the revision. PostgreSQL
+    only: MySQL commits each DDL statement at once (refused in
+    :func:`migrategate.commands.upgrade`).
+    """
+    retries = settings.lock_retries
+    first = settings.pg_lock_timeout or 1.0
+
+    def run(**kw: Any) -> None:
+        conn = context.connection
+        for attempt in range(1, retries + 2):
+            ms = int(lock_timeout_for(attempt, first) * 1000)
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
+            savepoint = conn.begin_nested()
+            try:
+                migration_fn(**kw)
+            except Exception as exc:
+                retryable = (category(exc) == "lock-timeout" and attempt <= retries
+                             and not steps.partial)
+                waited_for = steps.last_statement  # before ROLLBACK TO SAVEPOINT replaces it
+                if savepoint.is_active:
+                    savepoint.rollback()
+                if not retryable:
+                    raise
+                steps.retrying(attempt, retries + 1, waited_for)
+                guard.check()
+                time.sleep(pause_before(attempt))
+                guard.check()
+                continue
+            savepoint.commit()
+            return
+
+    return run
+
+
 @contextlib.contextmanager
 def _autocommit_blocks(steps: _Steps) -> Iterator[None]:
     """Report statements a revision commits outside its transaction (CONCURRENTLY)."""
@@ -145,6 +217,10 @@ def _autocommit_blocks(steps: _Steps) -> Iterator[None]:
     def tracked(self: Any) -> Iterator[None]:
         with original(self):
             conn = self.connection
+            exempt = (steps.settings is not None and steps.settings.statement_timeout
+                      and conn.engine.url.get_backend_name() == "postgresql")
+            if exempt:  # CREATE INDEX CONCURRENTLY may run for hours: not a stuck statement
+                conn.exec_driver_sql("SET statement_timeout = 0")
 
             def before(c: Any, cursor: Any, statement: str, *a: Any) -> None:
                 steps.autocommitted(statement)
@@ -154,12 +230,43 @@ def _autocommit_blocks(steps: _Steps) -> Iterator[None]:
                 yield
             finally:
                 event.remove(conn, "before_cursor_execute", before)
+                if exempt:
+                    assert steps.settings is not None and steps.settings.statement_timeout
+                    ms = int(steps.settings.statement_timeout * 1000)
+                    conn.exec_driver_sql(f"SET statement_timeout = {ms}")
 
     MigrationContext.autocommit_block = tracked  # type: ignore[assignment,method-assign]
     try:
         yield
     finally:
         MigrationContext.autocommit_block = original  # type: ignore[method-assign]
+
+
+_TABLE = re.compile(r"(?:ALTER|LOCK|TRUNCATE|DROP)\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?"
+                    r"([\w.\"`]+)|\bON\s+(?:ONLY\s+)?([\w.\"`]+)|REFERENCES\s+([\w.\"`]+)",
+                    re.IGNORECASE)
+
+
+def _blocker(connection: Optional["Connection"], statement: str) -> str:
+    """Who holds a lock on the table the timed-out statement wanted, in words."""
+    names = [next(g for g in m.groups() if g) for m in _TABLE.finditer(statement or "")]
+    table = names[0].replace('"', "").replace("`", "") if names else ""
+    if connection is None or not table or connection.engine.url.get_backend_name() != \
+            "postgresql":
+        return f"a lock on {table or 'a table'}"
+    from sqlalchemy import text
+
+    try:
+        rows = connection.execute(text(
+            "SELECT DISTINCT a.pid, a.application_name, a.state, "
+            "now() - a.xact_start AS age FROM pg_locks l JOIN pg_stat_activity a "
+            "ON a.pid = l.pid WHERE l.granted AND l.relation = to_regclass(:t) "
+            "AND a.pid <> pg_backend_pid()"), {"t": table}).fetchall()
+    except Exception:  # noqa: BLE001 - naming the blocker is best effort; the retry goes on
+        return f"a lock on {table}"
+    who = ", ".join(f"pid {r.pid} ({r.application_name or 'no application_name'}, "
+                    f"{r.state}, transaction open {r.age})" for r in rows)
+    return f"a lock on {table} held by {who or 'a session that has just let go'}"
 
 
 def _watch_cancel(connection: "Connection", guard: SignalGuard) -> None:

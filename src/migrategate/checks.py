@@ -32,54 +32,64 @@ def run_checks(conn: "Connection", graph: Graph, target_spec: Optional[str] = No
                version_table_schema: Optional[str] = None,
                allow_ahead: bool = False) -> Tuple[List[CheckResult], Optional[Plan]]:
     """All checks, each reported; the plan is returned for callers that log pending work."""
-    from sqlalchemy import inspect
-
-    results: List[CheckResult] = []
     current = read_current(conn, version_table, version_table_schema)
-    qualified = f"{version_table_schema}.{version_table}" if version_table_schema else version_table
-    if current is None:
-        results.append(CheckResult("version-table", False,
-                                   f"table {qualified} does not exist: no migration has run"))
-    elif not current:
-        results.append(CheckResult("version-table", False,
-                                   f"table {qualified} exists but is empty (no revision stamped)"))
-    else:
-        results.append(CheckResult("version-table", True,
-                                   f"{qualified} holds {', '.join(current)}"))
-
     plan = make_plan(graph, current, target_spec, allow_ahead=allow_ahead)
+    results = [version_table_check(current, version_table, version_table_schema),
+               target_check(plan, graph)]
+    results += table_checks(conn, expect_tables)
+    return results, plan
+
+
+def version_table_check(current: Optional[Tuple[str, ...]], version_table: str,
+                        schema: Optional[str] = None) -> CheckResult:
+    qualified = f"{schema}.{version_table}" if schema else version_table
+    if current is None:
+        return CheckResult("version-table", False,
+                           f"table {qualified} does not exist: no migration has run")
+    if not current:
+        return CheckResult("version-table", False,
+                           f"table {qualified} exists but is empty (no revision stamped)")
+    return CheckResult("version-table", True, f"{qualified} holds {', '.join(current)}")
+
+
+def target_check(plan: Plan, graph: Graph) -> CheckResult:
     if plan.unknown:
-        results.append(CheckResult(
+        return CheckResult(
             "at-target", True,
             f"database is at {', '.join(plan.unknown)}, newer than these scripts' heads "
-            f"({', '.join(graph.heads)}); accepted because of --allow-ahead"))
-    elif plan.pending:
+            f"({', '.join(graph.heads)}); accepted because of --allow-ahead")
+    if plan.pending:
         names = ", ".join(r.id for r in plan.pending[:5])
         more = f" and {len(plan.pending) - 5} more" if len(plan.pending) > 5 else ""
-        results.append(CheckResult(
+        return CheckResult(
             "at-target", False,
             f"{len(plan.pending)} revision(s) pending before {', '.join(plan.target)}: "
-            f"{names}{more}"))
-    elif set(plan.current) != set(plan.target):
-        results.append(CheckResult(
-            "at-target", False,
-            f"database is at {', '.join(plan.current) or 'nothing'}, "
-            f"target is {', '.join(plan.target)}"))
-    else:
-        results.append(CheckResult("at-target", True, f"at {', '.join(plan.target)}"))
+            f"{names}{more}")
+    if set(plan.current) != set(plan.target):
+        return CheckResult("at-target", False,
+                           f"database is at {', '.join(plan.current) or 'nothing'}, "
+                           f"target is {', '.join(plan.target)}")
+    return CheckResult("at-target", True, f"at {', '.join(plan.target)}")
 
-    if expect_tables:
-        insp = inspect(conn)
-        cache: Dict[Optional[str], set] = {}
-        for table in expect_tables:
-            schema, _, name = table.rpartition(".")
-            key = schema or None
-            if key not in cache:
-                cache[key] = set(insp.get_table_names(schema=key))
-            ok = name in cache[key]
-            results.append(CheckResult(
-                f"table:{table}", ok, "exists" if ok else f"table {table} is missing"))
-    return results, plan
+
+def table_checks(conn: "Connection", expect_tables: Sequence[str]) -> List[CheckResult]:
+    """One check per expected table; ``schema.table`` looks in that schema."""
+    from sqlalchemy import inspect
+
+    if not expect_tables:
+        return []
+    insp = inspect(conn)
+    cache: Dict[Optional[str], set] = {}
+    results = []
+    for table in expect_tables:
+        schema, _, name = table.rpartition(".")
+        key = schema or None
+        if key not in cache:
+            cache[key] = set(insp.get_table_names(schema=key))
+        ok = name in cache[key]
+        results.append(CheckResult(
+            f"table:{table}", ok, "exists" if ok else f"table {table} is missing"))
+    return results
 
 
 def failed(results: Sequence[CheckResult]) -> List[CheckResult]:

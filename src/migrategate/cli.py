@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--pg-lock-timeout", metavar="S",
                     help="PostgreSQL lock_timeout for migration statements: fail fast instead "
                          "of queueing app traffic behind a blocked ALTER")
+    up.add_argument("--lock-retries", metavar="N",
+                    help="PostgreSQL: when a revision's statement hits --pg-lock-timeout, roll "
+                         "the revision's work back and retry it up to N times (lock timeout "
+                         "doubling up to 4x, jittered pauses); default 0. MySQL/MariaDB: only "
+                         "while no statement of the revision has completed")
+    up.add_argument("--statement-timeout", metavar="S",
+                    help="PostgreSQL statement_timeout for migration statements (a backstop; "
+                         "not applied inside autocommit blocks)")
     up.add_argument("--heartbeat", metavar="S",
                     help="log a 'still running' line every S seconds while a revision runs "
                          "(default 30; 0 disables)")
@@ -209,10 +217,11 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
     settings = None
     try:
         from .errors import ConfigError
-        from .settings import resolve
+        from .settings import register_secrets, resolve
 
         try:
             settings = resolve(flags, env)
+            register_secrets(settings)
         except ConfigError as exc:
             if args.command != "doctor":
                 raise

@@ -93,6 +93,10 @@ def upgrade(settings: Settings, writer: Writer = default_writer, debug: bool = F
     """
     started = time.monotonic()
     _require_url(settings)
+    if settings.lock_retries and settings.dialect != "postgresql":
+        raise ConfigError(f"--lock-retries works on PostgreSQL only ({settings.dialect} commits "
+                          "each DDL statement at once, so a revision can't be rolled back "
+                          "and retried)", "drop --lock-retries for this database")
     result = Result("upgrade", database=settings.masked_url)
     with _reporting(result, started), SignalGuard() as guard, _database_errors():
         graph = _graph(settings)

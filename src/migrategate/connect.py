@@ -16,7 +16,8 @@ from .dberrors import describe
 from .errors import AuthError, ConfigError, PermissionDenied, UnreachableError
 from .log import Writer, default_writer
 from .retry import Backoff, interruptible
-from .settings import Settings, mask_url
+from .settings import Settings
+from .urls import mask_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection, Engine
@@ -76,6 +77,8 @@ def session_options(settings: Settings, server_version: int) -> str:
         opts.append("-c client_connection_check_interval=2000")
     if settings.pg_lock_timeout is not None:
         opts.append(f"-c lock_timeout={int(settings.pg_lock_timeout * 1000)}")
+    if settings.statement_timeout is not None:
+        opts.append(f"-c statement_timeout={int(settings.statement_timeout * 1000)}")
     return " ".join(opts)
 
 

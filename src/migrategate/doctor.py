@@ -21,7 +21,9 @@ from .errors import (
 )
 from .log import Writer, default_writer
 from .report import Result
-from .settings import OPTIONS, Settings, mask_redis_url
+from .settings import OPTIONS, Settings
+from .redact import register_secret
+from .urls import mask_redis_url, url_secrets
 
 SHOWN_SETTINGS = ("database_url", "migrations", "config", "preset", "app_root", "lock_name",
                   "expect_tables", "redis_url", "version_table")
@@ -101,6 +103,7 @@ def _check_scripts(settings: Settings, checks: List[CheckResult]) -> Any:
 
 def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
                     writer: Writer) -> Optional[type]:
+    from .checks import version_table_check
     from .connect import connect, make_engine
     from .lock import lock_for
     from .plan import read_current
@@ -120,18 +123,14 @@ def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
             checks.append(CheckResult("database", True,
                                       f"{settings.masked_url} reachable, credentials valid"))
             current = read_current(conn, settings.version_table, settings.version_table_schema)
-            if current is None:
-                checks.append(_bad(
-                    "version-table", f"{settings.version_table} does not exist: no migration "
-                    "has ever completed on this database",
-                    "run 'migrategate upgrade' (if a migration 'succeeded', it was skipped or "
-                    "its errors were swallowed)"))
-            elif not current:
-                checks.append(_bad("version-table", f"{settings.version_table} is empty",
-                                   "run 'migrategate upgrade'"))
+            check = version_table_check(current, settings.version_table,
+                                        settings.version_table_schema)
+            if check.ok:
+                checks.append(check)
             else:
-                checks.append(CheckResult("version-table", True,
-                                          f"{settings.version_table} at {', '.join(current)}"))
+                checks.append(_bad(check.name, check.detail,
+                                   "run 'migrategate upgrade' (if a migration 'succeeded', it "
+                                   "was skipped or its errors were swallowed)"))
             if graph is not None:
                 _check_pending(graph, current, checks)
             _check_tables(conn, settings, checks)
@@ -171,15 +170,16 @@ def _check_pending(graph: Any, current: Any, checks: List[CheckResult]) -> None:
 
 
 def _check_tables(conn: Any, settings: Settings, checks: List[CheckResult]) -> None:
-    from sqlalchemy import inspect
+    """The same table checks as ``verify`` (schema-qualified names included), summarised."""
+    from .checks import table_checks
 
-    if not settings.expect_tables:
+    results = table_checks(conn, settings.expect_tables)
+    if not results:
         return
-    names = set(inspect(conn).get_table_names())
-    missing = [t for t in settings.expect_tables if t.rpartition(".")[2] not in names]
+    missing = [r.name.split(":", 1)[1] for r in results if not r.ok]
     if missing:
-        checks.append(_bad("key-tables", f"missing: {', '.join(missing)} "
-                           f"({len(names)} tables exist)", "run 'migrategate upgrade'"))
+        checks.append(_bad("key-tables", f"missing: {', '.join(missing)}",
+                           "run 'migrategate upgrade'"))
     else:
         checks.append(CheckResult("key-tables", True,
                                   f"present: {', '.join(settings.expect_tables)}"))
@@ -255,6 +255,8 @@ def _check_redis_lock(settings: Settings, env: Mapping[str, str],
                 "master), or give --redis-url redis://HOST:PORT/DB of the master"))
             return
         url = url or dify.redis_url(env)
+        for secret in url_secrets(url or ""):
+            register_secret(secret)  # Dify's REDIS_PASSWORD, not seen by resolve()
     if not url:
         return
     key = dify.redis_lock_key(env)

@@ -139,10 +139,13 @@ def _from_record(record: Dict[str, Any], run: Run, backend: str) -> MigrategateE
         if undone and backend not in NON_TRANSACTIONAL_DDL:
             left += f"; {len(undone)} more uncommitted revision(s) rolled back too"
         hint = f"{left}; {_committed(run)}. Fix the revision and re-run"
-        if kind == dberrors.LOCK_TIMEOUT:
+        if kind == dberrors.LOCK_TIMEOUT and run.blocker:
+            hint = (f"every lock-retry attempt timed out waiting for {run.blocker}; end that "
+                    "session or retry at a quieter time. " + hint)
+        elif kind == dberrors.LOCK_TIMEOUT:
             hint = ("a table it needs is locked by another transaction (lock timeout "
                     "reached); find the blocker in pg_stat_activity / SHOW PROCESSLIST, or "
-                    "retry at a quieter time. " + hint)
+                    "retry at a quieter time (or use --lock-retries). " + hint)
         elif kind == dberrors.UNREACHABLE:
             hint = f"the connection to the database was lost; {hint}"
         elif kind == dberrors.DUPLICATE:

@@ -229,7 +229,7 @@ class MySQLLock(MigrationLock):
     def fence(self) -> Dict[str, Any]:
         from sqlalchemy import text
 
-        cid = int(self.conn.execute(text("SELECT CONNECTION_ID()")).scalar_one())
+        cid = int(self.conn.execute(text("SELECT CONNECTION_ID()")).scalar() or 0)
         return {"kind": "mysql", "name": self.name, "worker_name": self.worker_name,
                 "connection_id": cid}
 

@@ -119,8 +119,8 @@ def existing_objects(conn: "Connection", planned: List[Planned]) -> List[str]:
             if kind == "column":
                 names[key] = {c["name"] for c in insp.get_columns(table)}
             elif kind == "index":
-                names[key] = {i["name"] for i in insp.get_indexes(table) if i["name"]} | {
-                    u["name"] for u in insp.get_unique_constraints(table) if u["name"]}
+                names[key] = {str(i["name"]) for i in insp.get_indexes(table) if i["name"]} | {
+                    str(u["name"]) for u in insp.get_unique_constraints(table) if u.get("name")}
             else:
                 names[key] = _constraint_names(insp, table)
         return names[key]

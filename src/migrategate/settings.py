@@ -8,15 +8,14 @@ first question when a deployment misbehaves, and ``doctor`` prints it.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import re
 import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
-from . import log
 from .errors import ConfigError
+from .redact import register_secret
+from .urls import build_url, url_secrets
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import URL
@@ -28,7 +27,7 @@ FALSE = {"0", "false", "no", "off", ""}
 @dataclass(frozen=True)
 class Option:
     name: str
-    kind: str  # "str" | "seconds" | "bool" | "list"
+    kind: str  # "str" | "seconds" | "count" | "bool" | "list"
     default: Any = None
     env: Tuple[str, ...] = ()
     flag: str = ""
@@ -75,6 +74,8 @@ OPTIONS: Dict[str, Option] = {
         Option("single_transaction", "bool", False),
         Option("heartbeat", "seconds", 30.0),
         Option("allow_proxy", "bool", False),
+        Option("lock_retries", "count", 0),
+        Option("statement_timeout", "seconds"),
     )
 }
 
@@ -107,10 +108,16 @@ class Settings:
     single_transaction: bool = False
     heartbeat: float = 30.0
     allow_proxy: bool = False
+    lock_retries: int = 0
+    statement_timeout: Optional[float] = None
     sources: Dict[str, str] = field(default_factory=dict)
+    #: every spelling-source of a password met while resolving; see register_secrets()
+    secrets: Tuple[str, ...] = ()
 
     @property
     def masked_url(self) -> str:
+        from .urls import mask_url
+
         return mask_url(self.url) if self.url is not None else "(none)"
 
     @property
@@ -125,6 +132,7 @@ def settings_to_dict(settings: Settings) -> Dict[str, Any]:
     d = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
     d["url"] = settings.url.render_as_string(hide_password=False) if settings.url else None
     d["expect_tables"] = list(settings.expect_tables)
+    d["secrets"] = list(settings.secrets)
     return d
 
 
@@ -134,11 +142,8 @@ def settings_from_dict(d: Mapping[str, Any]) -> Settings:
     values = dict(d)
     url = values.pop("url")
     values["expect_tables"] = tuple(values["expect_tables"])
+    values["secrets"] = tuple(values.get("secrets", ()))
     return Settings(url=make_url(url) if url else None, **values)
-
-
-def mask_url(url: "URL") -> str:
-    return url.render_as_string(hide_password=True)
 
 
 def _parse(opt: Option, raw: Any, source: str) -> Any:
@@ -163,6 +168,11 @@ def _parse(opt: Option, raw: Any, source: str) -> Any:
         if not (value >= 0) or value == float("inf"):
             raise ConfigError(f"{source} must be a finite number of seconds >= 0, got {raw!r}")
         return value
+    if opt.kind == "count":
+        text = str(raw).strip()
+        if not text.isdigit() or int(text) > 1000:
+            raise ConfigError(f"{source} must be a whole number from 0 to 1000, got {raw!r}")
+        return int(text)
     if opt.kind == "list":
         if isinstance(raw, (list, tuple)):
             items = [str(x) for x in raw]
@@ -205,17 +215,14 @@ def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -
             if opt.default not in (None, (), False):
                 sources[name] = "default"
 
-    if values.get("redis_url"):
-        from urllib.parse import unquote, urlsplit
-
-        redis_password = urlsplit(values["redis_url"]).password
-        if redis_password:
-            log.register_secret(redis_password)
-            log.register_secret(unquote(redis_password))
+    secrets = url_secrets(values["redis_url"]) if values.get("redis_url") else []
     password = _password(values, sources)
+    secrets += [password] if password else []
     url = None
     if values["database_url"]:
+        secrets += url_secrets(values["database_url"])
         url = build_url(values["database_url"], password, sources.get("database_url", ""))
+        secrets += [str(url.password)] if url.password else []
     elif password is not None:
         raise ConfigError("a database password was given but no database URL",
                           "set --database-url or MIGRATEGATE_DATABASE_URL")
@@ -233,13 +240,21 @@ def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -
         raise ConfigError(f"{sources.get('interval', '--interval')} must be at least 0.1 s, "
                           f"got {values['interval']:g}",
                           "a poll costs the database a transaction; 1-2 s is plenty")
+    if values["statement_timeout"] == 0:
+        raise ConfigError(f"{sources.get('statement_timeout')} is 0, which PostgreSQL reads as "
+                          "'no statement timeout'", "leave it unset, or give seconds")
     if values["pg_lock_timeout"] == 0:
         raise ConfigError(f"{sources.get('pg_lock_timeout')} is 0, which PostgreSQL reads as "
                           "'no lock timeout'", "leave it unset for no timeout, or give seconds")
     if not values["application_name"]:
         values["application_name"] = default_application_name()
-    settings = Settings(url=url, sources=sources, **values)
-    return settings
+    return Settings(url=url, sources=sources, secrets=tuple(dict.fromkeys(secrets)), **values)
+
+
+def register_secrets(settings: Settings) -> None:
+    """The explicit step after :func:`resolve`: from now on no output shows these."""
+    for secret in settings.secrets:
+        register_secret(secret)
 
 
 def _password(values: Dict[str, Any], sources: Dict[str, str]) -> Optional[str]:
@@ -265,120 +280,7 @@ def _password(values: Dict[str, Any], sources: Dict[str, str]) -> Optional[str]:
         if not password:
             raise ConfigError(f"the password file {path} is empty",
                               "check the Secret's key holds the password")
-    log.register_secret(password)
     return password
-
-
-_URL_PASSWORD = re.compile(r"^[^:/]+://[^:/@?#]*:([^@]*)@")
-
-
-def build_url(raw: str, password: Optional[str] = None, source: str = "") -> "URL":
-    """Parse, attach the password, and pick a driver that is actually installed."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    m = _URL_PASSWORD.match(raw)
-    if m:
-        log.register_secret(m.group(1))
-        from urllib.parse import unquote
-
-        log.register_secret(unquote(m.group(1)))
-    where = f" ({source})" if source else ""
-    try:
-        url = make_url(raw.strip())
-    except (ArgumentError, ValueError):
-        raise ConfigError(
-            f"the database URL{where} is malformed",
-            "expected dialect[+driver]://user[:password]@host[:port]/database, "
-            "e.g. postgresql://app@db:5432/app",
-        ) from None
-    if url.password:
-        log.register_secret(str(url.password))
-        if password is not None:
-            raise ConfigError(
-                f"the database URL{where} already contains a password, and a password "
-                "file or MIGRATEGATE_DATABASE_PASSWORD is set too",
-                "keep one source of the password",
-            )
-    if password is not None:
-        url = url.set(password=password)
-    url = _with_installed_driver(url, where)
-    if url.get_backend_name() == "sqlite":
-        database = url.database or ""
-        if database in ("", ":memory:") or database.startswith("file::memory:"):
-            raise ConfigError(
-                "an in-memory SQLite database cannot be migrated: each connection gets "
-                "its own empty database",
-                "use a file, e.g. sqlite:///app.db",
-            )
-    return url
-
-
-_DRIVER_PREFERENCE = {
-    # What app images actually ship first (Dify uses psycopg2), then the rest.
-    "postgresql": (("psycopg2", "psycopg2"), ("psycopg", "psycopg"), ("pg8000", "pg8000"),
-                   ("asyncpg", None)),
-    "mysql": (("pymysql", "pymysql"), ("MySQLdb", "mysqldb"),
-              ("mysql.connector", "mysqlconnector")),
-    "mariadb": (("pymysql", "pymysql"), ("MySQLdb", "mysqldb"), ("mariadb", "mariadbconnector")),
-}
-
-
-def _with_installed_driver(url: "URL", where: str) -> "URL":
-    from sqlalchemy.exc import NoSuchModuleError
-
-    backend = url.get_backend_name()
-    if backend == "postgres":  # Heroku-style scheme that SQLAlchemy rejects
-        url = url.set(drivername="postgresql" + url.drivername[len("postgres"):])
-        backend = "postgresql"
-    if backend in _DRIVER_PREFERENCE and "+" not in url.drivername:
-        for module, driver in _DRIVER_PREFERENCE[backend]:
-            if driver and _installed(module):
-                url = url.set(drivername=f"{backend}+{driver}")
-                break
-        else:
-            wanted = ", ".join(m for m, d in _DRIVER_PREFERENCE[backend] if d)
-            raise ConfigError(
-                f"no {backend} driver is installed in this Python",
-                f"install one of: {wanted} (e.g. pip install 'migrategate[postgres]')",
-            )
-    try:
-        dialect_cls = url.get_dialect()
-    except NoSuchModuleError:
-        raise ConfigError(
-            f"the database URL{where} names an unknown database or driver "
-            f"{url.drivername!r}",
-            "use postgresql://, mysql://, mariadb:// or sqlite:///",
-        ) from None
-    loader = getattr(dialect_cls, "import_dbapi", None) or dialect_cls.dbapi
-    try:
-        loader()  # type: ignore[operator,misc]
-    except ImportError as exc:
-        raise ConfigError(
-            f"the driver for {url.drivername!r} is not installed ({exc})",
-            "install it in this image, or drop '+driver' from the URL to use one that is",
-        ) from None
-    return url
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def mask_redis_url(url: str) -> str:
-    """redis://user:***@host:port/db — never the password."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:{log.MASK}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def default_application_name() -> str:
@@ -387,4 +289,4 @@ def default_application_name() -> str:
     return name[:63]  # PostgreSQL truncates at NAMEDATALEN-1
 
 
-__all__: List[str] = ["Settings", "resolve", "build_url", "mask_url", "OPTIONS"]
+__all__: List[str] = ["Settings", "resolve", "register_secrets", "build_url", "OPTIONS"]

@@ -53,6 +53,7 @@ class Run:
         self.returncode: Optional[int] = None
         self.lost: Optional[str] = None
         self.signalled: Optional[int] = None
+        self.blocker: Optional[str] = None  # the last session a lock retry waited for
 
 
 class Supervisor:
@@ -165,6 +166,11 @@ class Supervisor:
             run.partial.setdefault(rev, []).append(event.get("statement", ""))
             self.writer.info(f"{rev}: committed outside its transaction: "
                              f"{event.get('statement', '')}")
+        elif kind == "retry":
+            run.blocker = event.get("blocker") or run.blocker
+            self.writer.info(f"[{len(run.applied) + 1}/{run.total}] {event.get('revision')} "
+                             f"waiting for {run.blocker} (attempt {event.get('attempt')}/"
+                             f"{event.get('attempts')})")
         elif kind == "failed":
             run.error = event.get("error")
         elif kind == "finished":

@@ -61,21 +61,19 @@ def main() -> None:
 
 
 def run(job: Dict[str, Any], sink: Any) -> int:
-    from . import log
     from .apply import failure_record, run_upgrade
     from .fence import Fence
     from .plan import Plan
     from .runtime import migration_environment
     from .scripts import make_config
-    from .settings import settings_from_dict
+    from .settings import register_secrets, settings_from_dict
     from .signals import SignalGuard
 
     from .connect import with_session_options
 
     settings = with_session_options(settings_from_dict(job["settings"]),
                                     int(job.get("server_version") or 0))
-    if settings.url is not None and settings.url.password:
-        log.register_secret(str(settings.url.password))
+    register_secrets(settings)
     plan = Plan.from_dict(job["plan"])
     fence = Fence(job["fence"])
     guard = SignalGuard()

@@ -7,7 +7,8 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from migrategate import log
 from migrategate.errors import ConfigError
-from migrategate.settings import build_url, resolve
+from migrategate.settings import register_secrets, resolve
+from migrategate.urls import build_url
 
 URL = "postgresql://app@db.example:5432/app"
 
@@ -88,7 +89,10 @@ def test_any_password_is_masked_in_the_rendered_url_and_redacted(password):
     from migrategate import redact
 
     redact.clear()  # each example its own secret
-    url = build_url(f"postgresql://user:{quote(password, safe='')}@h:5432/db")
+    settings = resolve({"database_url": f"postgresql://user:{quote(password, safe='')}@h:5432/db"},
+                       {})
+    register_secrets(settings)  # the explicit step the CLI and the library API take
+    url = settings.url
     assert url.password == password
     assert url.render_as_string(hide_password=True).endswith("://user:***@h:5432/db")
     assert log.redact(f"boom {password} boom") == "boom *** boom"
