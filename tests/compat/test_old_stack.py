@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -125,6 +126,51 @@ def test_autocommit_block_is_still_tracked_on_alembic_17(old_python, pg_url, tmp
     assert "committed outside its transaction" in err
     assert "CREATE INDEX CONCURRENTLY ix_t1_name ON t1 (name)" in err
     assert versions(pg_url) == ["r001"]
+
+
+def _hold_table(url, held, release):
+    """An application transaction holding ACCESS SHARE on t1 until ``release`` is set."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT * FROM t1"))
+        held.set()
+        release.wait(60)
+        conn.rollback()
+    engine.dispose()
+
+
+def test_lock_retries_rerun_the_revision_on_alembic_17(old_python, pg_url, tmp_path):
+    """--lock-retries replaces each RevisionStep.migration_fn (docs/alembic-internals.md)."""
+    mig = write_project(tmp_path, chain(1) + [
+        Rev("alter", "r001", 'op.add_column("t1", sa.Column("x", sa.Integer))', "alter t1")])
+    assert old(old_python, "upgrade", *args_for(pg_url, mig), "--to", "r001")[0] == 0
+    held, release = threading.Event(), threading.Event()
+    blocker = threading.Thread(target=_hold_table, args=(pg_url, held, release))
+    blocker.start()
+    try:
+        assert held.wait(10)
+        proc = subprocess.Popen([old_python, "-m", "migrategate", "upgrade",
+                                 *args_for(pg_url, mig), "--pg-lock-timeout", "0.1",
+                                 "--lock-retries", "60"], stderr=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, text=True, env=cli_env())
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:  # the blocker stays until the first retry is announced
+            lines.append(line)
+            if "(attempt 1/61)" in line:
+                break
+        release.set()
+        lines.append(proc.stderr.read())
+        code = proc.wait(timeout=120)
+    finally:
+        release.set()
+        blocker.join()
+    err = "".join(lines)
+    assert code == 0, err
+    assert "(attempt 1/61)" in err
+    assert versions(pg_url) == ["alter"]
 
 
 def test_broken_revision_and_wrong_password_keep_their_codes(old_python, pg_url, tmp_path):
