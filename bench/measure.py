@@ -9,13 +9,16 @@ the median of several runs, and as a ratio to the baseline measured in the same 
 1. empty → head: ``migrategate upgrade`` (with its verification) vs ``alembic upgrade head``
 2. no-op on an up-to-date database: the same two, plus ``migrategate verify`` and one
    ``wait`` poll (in-process, after start-up) and the connections ``wait`` holds
-3. 16 and 64 concurrent runners on an empty database: wall time vs one runner
+3. 16 and 64 concurrent runners on an empty database: wall time vs one runner (median of
+   ``--concurrency-reps`` runs, default 3)
 4. peak RSS of each process (``wait4`` rusage of that child alone)
 5. the floor: restoring a schema-and-data dump of the migrated database
 6. a Dify-shaped Flask-Migrate app whose ``models`` import takes 2 s: no-op
    ``flask db upgrade`` vs no-op ``migrategate upgrade``
 
-Prints a table and writes ``<out>/benchmarks.json`` and ``<out>/benchmarks.png``.
+Prints a table and where the empty -> head time goes (a least-squares fit over the chain
+sizes, see ``breakdown``) and writes ``<out>/benchmarks.json`` and ``<out>/benchmarks.png``.
+``--breakdown FILE`` prints that fit from an earlier run's JSON without measuring.
 Not part of the test suite: wall-clock numbers belong here, not in assertions.
 """
 
@@ -216,7 +219,15 @@ def gate_connections(url: str, mig: Path) -> int:
     return peak
 
 
-def measure_concurrency(pg, root: Path, n: int, runners: int) -> Dict[str, float]:
+def measure_concurrency(pg, root: Path, n: int, runners: int, reps: int) -> Dict:
+    """Median over ``reps`` runs of each figure; every run's figures are kept too."""
+    runs = [concurrency_once(pg, root, n, runners) for _ in range(reps)]
+    out: Dict = {k: median([r[k] for r in runs]) for k in runs[0]}
+    out["runs"] = runs
+    return out
+
+
+def concurrency_once(pg, root: Path, n: int, runners: int) -> Dict[str, float]:
     mig = write_chain(root, n)
     one = run(mg("upgrade", "--database-url", servers.create_database(pg), "--migrations",
                  str(mig)))[0]
@@ -260,8 +271,7 @@ def measure_difylike(pg, root: Path, reps: int, slow: float = 2.0) -> Dict[str, 
     return out
 
 
-# Plain `flask db upgrade` on the Dify-shaped app (what Dify's entrypoint runs).
-FLASK_DB_UPGRADE = '''"""Plain `flask db upgrade` on the Dify-shaped app."""
+FLASK_DB_UPGRADE = '''"""Plain `flask db upgrade` on the Dify-shaped app, as Dify runs it."""
 import os, sys
 sys.path.insert(0, os.getcwd())
 from flask import Flask
@@ -286,6 +296,44 @@ def startup() -> Dict[str, float]:
 
 # ----------------------------------------------------------------------------- report
 
+def fit(xs: List[float], ys: List[float]) -> Tuple[float, float]:
+    """Least-squares line through (xs, ys): (slope, intercept)."""
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    slope = (sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+             / sum((x - mx) ** 2 for x in xs))
+    return slope, my - slope * mx
+
+
+def breakdown(results: Dict) -> Dict[str, float]:
+    """Where migrategate's extra empty -> head time goes, fitted over the chain sizes.
+
+    - one transaction per revision: the slope of (default − ``--single-transaction``);
+    - the rest, per revision (progress callback and line, commit tracking): the slope of
+      (``--single-transaction`` − alembic);
+    - the rest, once per run (lock connection, revision read before and under the lock,
+      verification, static graph read): the intercept of that same line.
+    Fits of medians, not a profile: the split between components inside each term is not
+    measured here.
+    """
+    chains = results["chains"]
+    ns = sorted(int(n) for n in chains)
+    per_txn, _ = fit(ns, [chains[str(n)]["mg_empty"] - chains[str(n)]["mg_single_empty"]
+                          for n in ns])
+    per_rev, once = fit(ns, [chains[str(n)]["mg_single_empty"] - chains[str(n)]["al_empty"]
+                             for n in ns])
+    return {"per_revision_transaction_ms": per_txn * 1000,
+            "per_revision_other_ms": per_rev * 1000, "once_per_run_ms": once * 1000,
+            "chain_sizes": ns}
+
+
+def breakdown_text(b: Dict[str, float]) -> str:
+    return (f"where the extra empty -> head time goes (least-squares fit over "
+            f"{', '.join(map(str, b['chain_sizes']))} revisions): one transaction per "
+            f"revision {b['per_revision_transaction_ms']:.2f} ms/revision; other per-revision "
+            f"work {b['per_revision_other_ms']:.2f} ms/revision; once per run "
+            f"{b['once_per_run_ms']:.0f} ms")
+
+
 def machine() -> Dict[str, str]:
     pg_version = subprocess.run([f"{servers.pg_bindir()}/postgres", "--version"],
                                 capture_output=True, text=True).stdout.strip()
@@ -300,7 +348,8 @@ def machine() -> Dict[str, str]:
 
     return {"cpus": str(os.cpu_count()), "memory": mem, "python": platform.python_version(),
             "postgresql": pg_version, "sqlalchemy": sqlalchemy.__version__,
-            "alembic": alembic.__version__, "platform": platform.platform()}
+            "alembic": alembic.__version__, "platform": platform.platform(),
+            "load_average_at_start": " / ".join(f"{x:.1f}" for x in os.getloadavg())}
 
 
 def chart(results: Dict, path: Path) -> None:
@@ -351,7 +400,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="50 and 200 revisions, fewer runs")
     ap.add_argument("--out", default=str(ROOT / "docs"), help="where the JSON and PNG go")
+    ap.add_argument("--concurrency-reps", type=int, default=3,
+                    help="runs of each concurrency measure; the table shows the median")
+    ap.add_argument("--breakdown", metavar="JSON",
+                    help="print where the time goes from an earlier run's JSON and exit")
     args = ap.parse_args()
+    if args.breakdown:
+        print(breakdown_text(breakdown(json.loads(Path(args.breakdown).read_text()))))
+        return
     sizes = [(50, 3), (200, 3)] if args.quick else [(50, 5), (200, 3), (800, 2)]
     root = servers.session_dir()
     PG = servers.start_postgres(root / "pg")
@@ -362,19 +418,23 @@ def main() -> None:
             results["chains"][str(n)] = measure_chain(PG, root, n, reps)
         for runners in (16, 64):
             print(f"{runners} concurrent runners ...", flush=True)
-            results["concurrency"][str(runners)] = measure_concurrency(PG, root, 200, runners)
+            results["concurrency"][str(runners)] = measure_concurrency(
+                PG, root, 200, runners, 1 if args.quick else args.concurrency_reps)
         print("Dify-shaped app (2 s models import) ...", flush=True)
         results["difylike"] = measure_difylike(PG, root, 3)
         results["startup"] = startup()
     finally:
         PG.stop()
+    results["breakdown"] = breakdown(results)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "benchmarks.json").write_text(json.dumps(results, indent=2))
     chart(results, out / "benchmarks.png")
     print(table(results))
+    print(breakdown_text(results["breakdown"]))
     for k, c in results["concurrency"].items():
-        print(f"{k} runners on an empty database (200 revisions): {c['many']:.2f} s vs one "
+        print(f"{k} runners on an empty database (200 revisions, median of "
+              f"{len(c['runs'])}): {c['many']:.2f} s vs one "
               f"runner {c['one']:.2f} s = {c['ratio']:.2f}×; the same {k} processes on an "
               f"up-to-date database take {c['fleet_noop']:.2f} s, so the fleet costs "
               f"{c['ratio_to_one_plus_fleet_floor']:.2f}× (one runner + start-up floor)")

@@ -156,10 +156,12 @@ def lock_timeout_for(attempt: int, first: float) -> float:
 
 
 def pause_before(attempt: int) -> float:
-    """Sleep before attempt ``attempt + 1``: 0.1 s doubling to 5 s, jittered ±50%."""
+    """Sleep before attempt ``attempt + 1``: 0.1 s doubling to 1 s, jittered ±50%.
+
+    Capped at 1 s so the revision lands soon after the blocker lets go."""
     import random
 
-    return min(0.1 * 2 ** (attempt - 1), 5.0) * (0.5 + random.random())
+    return min(0.1 * 2 ** (attempt - 1), 1.0) * (0.5 + random.random())
 
 
 def _with_lock_retries(migration_fn: Callable[..., Any], steps: _Steps, settings: Settings,
@@ -181,8 +183,9 @@ def _with_lock_retries(migration_fn: Callable[..., Any], steps: _Steps, settings
     def run(**kw: Any) -> None:
         conn = context.connection
         for attempt in range(1, retries + 2):
-            ms = int(lock_timeout_for(attempt, first) * 1000)
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
+            if attempt > 1 or settings.pg_lock_timeout is None:  # else the session has it
+                ms = int(lock_timeout_for(attempt, first) * 1000)
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
             savepoint = conn.begin_nested()
             try:
                 migration_fn(**kw)
@@ -259,7 +262,8 @@ def _blocker(connection: Optional["Connection"], statement: str) -> str:
     try:
         rows = connection.execute(text(
             "SELECT DISTINCT a.pid, a.application_name, a.state, "
-            "now() - a.xact_start AS age FROM pg_locks l JOIN pg_stat_activity a "
+            "date_trunc('second', clock_timestamp() - a.xact_start) AS age "
+            "FROM pg_locks l JOIN pg_stat_activity a "
             "ON a.pid = l.pid WHERE l.granted AND l.relation = to_regclass(:t) "
             "AND a.pid <> pg_backend_pid()"), {"t": table}).fetchall()
     except Exception:  # noqa: BLE001 - naming the blocker is best effort; the retry goes on

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from .plan import Plan, make_plan, read_current
-from .scripts import Graph
+from .graph import Graph
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection
@@ -65,10 +65,10 @@ def target_check(plan: Plan, graph: Graph) -> CheckResult:
             "at-target", False,
             f"{len(plan.pending)} revision(s) pending before {', '.join(plan.target)}: "
             f"{names}{more}")
-    if set(plan.current) != set(plan.target):
+    if set(plan.current) != set(plan.expected):
         return CheckResult("at-target", False,
-                           f"database is at {', '.join(plan.current) or 'nothing'}, "
-                           f"target is {', '.join(plan.target)}")
+                           f"database is at {', '.join(plan.current) or 'nothing'}, expected "
+                           f"{', '.join(plan.expected)} for target {', '.join(plan.target)}")
     return CheckResult("at-target", True, f"at {', '.join(plan.target)}")
 
 

@@ -18,6 +18,24 @@ supplies, e.g. an application's Secret) and one pod spec, ``Pod`` builds:
 The container's command runs as written, except that the image's Python is replaced by
 this interpreter (``python=``) and ``PATH`` is the host's with this venv's ``bin`` first
 (so ``code.source=image``'s ``migrategate`` is this venv's console script).
+
+What it does NOT simulate — the real-cluster tier (tests/e2e, a Kubernetes 1.20 started
+on loopback) covers these, and the podsim tests that only repeated its ground were
+retired (fresh Job, rerun, failing revision, unreachable database, password file):
+
+* the user: the process runs as the test's user (root), not the pod's ``runAsUser`` /
+  ``fsGroup``; ``runAsNonRoot`` and a named image ``USER`` are not checked (the kubelet's
+  CreateContainerConfigError "non-numeric user" cannot happen here);
+* the filesystem: there is no image and no read-only root; paths are re-rooted under a
+  host directory the process could write to, ``readOnly`` mounts are not enforced, and
+  file modes are set but not checked against the (absent) uid;
+* the rest of ``securityContext`` (capabilities, seccomp, no-new-privileges) and
+  ``resources``;
+* the Job controller (retries, ``backoffLimit``, ``podFailurePolicy``, deadlines) and
+  the kubelet's ordering and restarts of initContainers: a test starts each container
+  itself, in the order it chooses;
+* the network: the process shares the host's, as the e2e tier's ``hostNetwork`` pods do;
+  Services and DNS do not exist.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@
 migrategate source), the Secret, the env and the mounts of one rendered pod under a
 temporary root and runs the container's exact command (this venv's Python in place of
 the image's) against a real throwaway PostgreSQL (the ``pg_url`` fixture). The "image"
-holds tests/chart/fixtures/migrations at the path the values name.
+holds tests/chart/fixtures/migrations at the path the values name. What podsim does not
+simulate (users, read-only root, the Job controller...) is in its docstring; tests/e2e
+runs the chart on a real cluster.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from chartlib import DIFY_VALUES, FIXTURES, ROOT, Helm, by_kind, merge, one, val
 from podsim import Outcome, Pod, pod_spec_of
 
 MIGRATIONS = FIXTURES / "migrations"
-BROKEN_REVISION = FIXTURES / "c003_broken.py"  # replaces c003_invoices.py
 IN_POD = "/app/migrations"
 TABLES = {"customers", "orders", "invoices"}
 
@@ -100,61 +101,8 @@ def assert_verified(out: Outcome, command: str = "upgrade") -> None:
 
 
 # --------------------------------------------------------------------------- the Job
-
-def test_job_migrates_a_fresh_database(helm: Helm, pg_url: str, tmp_path: Path) -> None:
-    docs = helm.template(values=db_values(pg_url))
-    job = one(docs, "Job")
-    pod = make_pod(docs, job, tmp_path)
-    out = pod.run("migrate")
-    assert_verified(out)
-    assert TABLES <= tables(pg_url)
-    assert revision(pg_url) == "c003"
-    password = split_url(pg_url)["password"]
-    if password:
-        assert password not in out.logs and password not in out.termination_message
-    # the code that ran is the ConfigMap's, not this venv's installed package
-    probe = pod.run("migrate", command=[pod.python, "-c",
-                                        "import migrategate; print(migrategate.__file__)"])
-    assert probe.exit_code == 0, probe
-    assert probe.logs.strip().startswith(str(pod.root("migrate") / "opt/migrategate/migrategate"))
-    code_volume = pod.workdir / "volumes" / "migrategate-code"
-    assert not list(code_volume.rglob("__pycache__")), "PYTHONDONTWRITEBYTECODE is set"
-
-
-def test_job_rerun_is_a_verified_noop(helm: Helm, pg_url: str, tmp_path: Path) -> None:
-    docs = helm.template(values=db_values(pg_url))
-    pod = make_pod(docs, one(docs, "Job"), tmp_path)
-    assert_verified(pod.run("migrate"))
-    again = pod.run("migrate")
-    assert_verified(again)
-    assert revision(pg_url) == "c003"
-
-
-def test_broken_revision_fails_the_job(helm: Helm, pg_url: str, tmp_path: Path) -> None:
-    docs = helm.template(values=db_values(pg_url))
-    job = one(docs, "Job")
-    broken = tmp_path / "broken-migrations"
-    shutil.copytree(MIGRATIONS, broken, ignore=shutil.ignore_patterns("__pycache__"))
-    (broken / "versions" / "c003_invoices.py").unlink()
-    shutil.copy(BROKEN_REVISION, broken / "versions" / "c003_broken.py")
-    out = make_pod(docs, job, tmp_path, migrations=broken).run("migrate")
-    assert out.exit_code == 6, out
-    assert out.exit_code in fail_job_codes(job), "no retries of a deterministic failure"
-    assert "c003" in out.termination_message, out
-    assert revision(pg_url) != "c003"
-    assert "invoices" not in tables(pg_url)
-
-
-def test_unreachable_database_is_retried(helm: Helm, pg_url: str, tmp_path: Path) -> None:
-    db = split_url(pg_url)
-    url = make_url(db["url"]).set(host="127.0.0.1", port=9)  # discard port: refused
-    docs = helm.template(values=db_values(pg_url, connectTimeout=1, database={
-        "url": url.render_as_string(hide_password=False)}))
-    job = one(docs, "Job")
-    out = make_pod(docs, job, tmp_path).run("migrate")
-    assert out.exit_code == 3, out
-    assert out.exit_code not in fail_job_codes(job), "the Job retries an unreachable database"
-
+# The fresh Job, its rerun, a failing revision (exit 6), an unreachable database (exit 3)
+# and the password file run on a real cluster in tests/e2e/test_chart_on_cluster.py.
 
 def test_wrong_password_fails_fast(helm: Helm, pg_url: str, tmp_path: Path) -> None:
     if not split_url(pg_url)["password"]:
@@ -165,15 +113,6 @@ def test_wrong_password_fails_fast(helm: Helm, pg_url: str, tmp_path: Path) -> N
     assert out.exit_code == 4, out
     assert out.exit_code in fail_job_codes(job)
     assert "not-the-password" not in out.logs + out.termination_message
-
-
-def test_password_as_mounted_file(helm: Helm, pg_url: str, tmp_path: Path) -> None:
-    docs = helm.template(values=db_values(pg_url, database={"passwordAs": "file"}))
-    job = one(docs, "Job")
-    (c,) = pod_spec_of(job)["containers"]
-    assert "MIGRATEGATE_DATABASE_PASSWORD" not in {e["name"] for e in c["env"]}
-    assert_verified(make_pod(docs, job, tmp_path).run("migrate"))
-    assert revision(pg_url) == "c003"
 
 
 def test_existing_secret_holding_the_whole_url(helm: Helm, pg_url: str,

@@ -35,6 +35,12 @@ def source_files() -> Dict[str, str]:
             for p in sorted(SRC.rglob("*.py")) if "__pycache__" not in p.parts}
 
 
+def shipped_source(cm: Dict[str, Any]) -> Dict[str, str]:
+    """The code ConfigMap's files, decoded: key -> text (base64 in binaryData)."""
+    assert not cm.get("data"), "the source is in binaryData (no '---' text lines)"
+    return {k: base64.b64decode(v).decode() for k, v in cm["binaryData"].items()}
+
+
 def pod_spec(obj: Dict[str, Any]) -> Dict[str, Any]:
     return obj["spec"]["template"]["spec"]
 
@@ -83,9 +89,10 @@ def test_configmap_ships_the_real_source(helm: Helm) -> None:
     vol = next(v for v in pod_spec(job)["volumes"] if v["name"] == "migrategate-code")
     assert vol["configMap"]["name"] == cm["metadata"]["name"]
     # the volume's items rebuild the package tree from the flat keys
-    tree = {item["path"]: cm["data"][item["key"]] for item in vol["configMap"]["items"]}
+    shipped = shipped_source(cm)
+    tree = {item["path"]: shipped[item["key"]] for item in vol["configMap"]["items"]}
     assert tree == source_files()
-    assert set(cm["data"]) == {i["key"] for i in vol["configMap"]["items"]}
+    assert set(shipped) == {i["key"] for i in vol["configMap"]["items"]}
     assert "presets/__init__.py" in tree and "__main__.py" in tree
     size = len(json.dumps(cm).encode())
     assert size < 512 * 1024, f"ConfigMap is {size} bytes; the API limit is 1 MiB"
@@ -105,18 +112,21 @@ def test_packaged_chart_carries_the_source(helm: Helm, packaged_chart: Path) -> 
     assert packaged == source_files()  # real files, no .pyc, no py.typed
     assert not any("/ci/" in n for n in names)
     docs = helm.template(chart=packaged_chart, values=values())
-    assert one(docs, "ConfigMap")["data"]["cli.py"] == (SRC / "cli.py").read_text()
+    assert shipped_source(one(docs, "ConfigMap"))["cli.py"] == (SRC / "cli.py").read_text()
 
 
 # --------------------------------------------------------------------------- Job mode
 
 def test_default_is_a_plain_job(helm: Helm) -> None:
     docs = helm.template(values=values())
-    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Job", "Secret"]
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Job", "Pod", "Secret"]
+    assert one(docs, "Pod")["metadata"]["annotations"]["helm.sh/hook"] == "test"
     job = one(docs, "Job")
     annotations = job["metadata"].get("annotations") or {}
     assert not any(k.startswith("helm.sh/hook") for k in annotations)
     for d in docs:
+        if d["kind"] == "Pod":
+            continue  # the `helm test` pod, a test hook by nature
         annotations = d["metadata"].get("annotations") or {}
         assert not any(k.startswith("helm.sh/hook") for k in annotations)
     spec = job["spec"]
@@ -204,7 +214,7 @@ def test_hook_mode(helm: Helm) -> None:
 
 def test_job_disabled_renders_only_what_init_containers_need(helm: Helm) -> None:
     docs = helm.template(values=values(job={"enabled": False}))
-    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Secret"]
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "Pod", "Secret"]
 
 
 def test_image_mode(helm: Helm) -> None:
@@ -493,6 +503,9 @@ def test_dify_example(helm: Helm) -> None:
         assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "dify-api", "key": name}
     assert c["securityContext"]["runAsUser"] == 1001  # Dify's image USER is a name
     assert "MIGRATION_ENABLED" in DIFY_VALUES.read_text()
+    # Dify's chart sets runAsUser per container: the wait gate needs its own (see tests/e2e)
+    assert yaml.safe_load(DIFY_VALUES.read_text())["gate"]["securityContext"] == {
+        "runAsUser": 1001}
 
 
 def _leaves(obj: Any, prefix: str = "") -> Iterator[str]:

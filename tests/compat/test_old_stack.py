@@ -18,6 +18,7 @@ import threading
 import pytest
 
 from factory import REPO, Rev, args_for, chain, cli_env, versions, write_project
+from parity import FIXED, check_case
 
 OLD = ["SQLAlchemy>=1.4,<1.5", "alembic>=1.7,<1.8", "psycopg2-binary", "PyMySQL"]
 
@@ -182,3 +183,58 @@ def test_broken_revision_and_wrong_password_keep_their_codes(old_python, pg_url,
         hide_password=False)
     code, out, err = old(old_python, "upgrade", *args_for(wrong, mig))
     assert code == 4 and "wrong-pw-123" not in out + err
+
+
+def _rev(rev_id, down, labels=None, depends=None, conditional=False):
+    ident = (f"if True:\n    down_revision = {down!r}\nelse:\n    down_revision = None\n"
+             if conditional else f"down_revision = {down!r}\n")
+    return Rev(rev_id, raw=f"revision = {rev_id!r}\n{ident}branch_labels = {labels!r}\n"
+                           f"depends_on = {depends!r}\n\n\ndef upgrade():\n    pass\n")
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["static", "alembic-loader"])
+def test_alembic_17_resolves_labels_relative_targets_and_depends_on(old_python, sqlite_url,
+                                                                     tmp_path, conditional):
+    """RevisionMap as Alembic 1.7 has it: label, LABEL@head, +1 and depends_on by label."""
+    mig = write_project(tmp_path, [
+        _rev("a0001", None, ("core",)), _rev("b0001", "a0001", conditional=conditional),
+        _rev("x0001", None, ("billing",)), _rev("x0002", "x0001", None, "core"),
+        _rev("c0001", "b0001"),
+    ])
+    steps = [("core", ["a0001"]), ("+1", ["b0001"]), ("billing@head", ["b0001", "x0002"]),
+             ("heads", ["c0001", "x0002"])]
+    for target, rows in steps:
+        code, out, err = old(old_python, "upgrade", *args_for(sqlite_url, mig, "--to", target))
+        assert code == 0, (target, err)
+        assert versions(sqlite_url) == rows, target
+
+
+_ALEMBIC_UPGRADE = """
+import sys
+from alembic import command
+from alembic.config import Config
+from alembic.util import CommandError
+config = Config()
+config.set_main_option("script_location", sys.argv[1])
+config.set_main_option("sqlalchemy.url", sys.argv[2])
+try:
+    command.upgrade(config, sys.argv[3])
+except (CommandError, AssertionError) as exc:
+    print("refused:", exc)
+"""
+
+
+@pytest.mark.parametrize("name", sorted(FIXED))
+def test_issue_11_histories_match_alembic_17(old_python, name):
+    """The fixed parity cases with Alembic 1.7 on both sides."""
+    def alembic_upgrade(mig, url, target):
+        proc = subprocess.run([old_python, "-c", _ALEMBIC_UPGRADE, str(mig), url, target],
+                              capture_output=True, text=True, env=cli_env(), timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip() or None
+
+    def migrategate_upgrade(mig, url, target):
+        code, out, err = old(old_python, "upgrade", *args_for(url, mig, "--to", target))
+        return code, out + err
+
+    check_case(FIXED[name], alembic_upgrade, migrategate_upgrade)

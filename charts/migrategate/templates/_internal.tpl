@@ -1,0 +1,388 @@
+{{/*
+migrategate's INTERNAL helpers ("migrategate.internal.*"): used by this chart's own
+templates and by the public helpers in _public.tpl. Not an API: names, arguments and
+output may change in any release. A parent chart includes only what _public.tpl defines.
+They take the same dict as the public helpers: (dict "values" ... "context" ...).
+*/}}
+
+{{- define "migrategate.internal.chart" -}}
+{{- printf "%s-%s" .context.Chart.Name .context.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Selector labels: these two always keep the chart's values. */}}
+{{- define "migrategate.internal.selectorLabels" -}}
+{{- toJson (dict "app.kubernetes.io/name" (include "migrategate.name" .) "app.kubernetes.io/instance" .context.Release.Name) -}}
+{{- end -}}
+
+{{/*
+Labels of a resource as ONE dict (JSON), so a key is never emitted twice. Precedence:
+selector labels > "extra" (e.g. podLabels) > commonLabels > the chart's other labels.
+Optional keys: "component", "extra" (a dict).
+*/}}
+{{- define "migrategate.internal.labelDict" -}}
+{{- $chart := dict "helm.sh/chart" (include "migrategate.internal.chart" .) "app.kubernetes.io/managed-by" .context.Release.Service "app.kubernetes.io/part-of" (include "migrategate.name" .) -}}
+{{- with .context.Chart.AppVersion }}{{ $_ := set $chart "app.kubernetes.io/version" (toString .) }}{{ end -}}
+{{- with .component }}{{ $_ := set $chart "app.kubernetes.io/component" . }}{{ end -}}
+{{- $labels := include "migrategate.internal.selectorLabels" . | fromJson -}}
+{{- $labels = merge $labels (deepCopy (.extra | default dict)) (deepCopy (.values.commonLabels | default dict)) $chart -}}
+{{- toJson $labels -}}
+{{- end -}}
+
+{{/* The labels dict as YAML (a mapping body). */}}
+{{- define "migrategate.internal.labels" -}}
+{{- include "migrategate.internal.labelDict" . | fromJson | toYaml -}}
+{{- end -}}
+
+{{/*
+metadata.annotations body of a resource, merged as one dict: the chart's own (hook
+annotations) > "extra" (e.g. job.annotations) > commonAnnotations. Empty when none.
+Optional keys: "extra", "own" (dicts).
+*/}}
+{{- define "migrategate.internal.annotations" -}}
+{{- $a := merge (deepCopy (.own | default dict)) (deepCopy (.extra | default dict)) (deepCopy (.values.commonAnnotations | default dict)) -}}
+{{- if $a }}{{ toYaml $a }}{{ end -}}
+{{- end -}}
+
+{{- define "migrategate.internal.createSecret" -}}
+{{- if and (not .values.database.existingSecret) .values.database.password -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when a password comes from a Secret (existing or created). */}}
+{{- define "migrategate.internal.hasPassword" -}}
+{{- $db := .values.database -}}
+{{- if or (include "migrategate.internal.createSecret" .) (and $db.existingSecret $db.secretKeys.password) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "migrategate.internal.passwordKey" -}}
+{{- .values.database.secretKeys.password | default "password" -}}
+{{- end -}}
+
+{{/*
+The migrategate source files. Inside this chart: .Files; from a parent chart:
+.Subcharts.<subchart>.Files (Helm >= 3.7, and v4). Renders "<path>\n" lines, sorted.
+*/}}
+{{- define "migrategate.internal.sourceFiles" -}}
+{{- $files := .context.Files -}}
+{{- $sub := .subchart | default "migrategate" -}}
+{{- with .context.Subcharts -}}{{- with index . $sub -}}{{- $files = .Files -}}{{- end -}}{{- end -}}
+{{- range $path, $_ := $files.Glob "files/migrategate/**.py" }}
+{{ $path }}
+{{- end -}}
+{{- end -}}
+
+{{/* ConfigMap key of a source file: the path under files/migrategate/ with "/" -> "." */}}
+{{- define "migrategate.internal.sourceKey" -}}
+{{- trimPrefix "files/migrategate/" . | replace "/" "." -}}
+{{- end -}}
+
+{{- define "migrategate.internal.sourcePaths" -}}
+{{- $paths := compact (splitList "\n" (include "migrategate.internal.sourceFiles" .)) -}}
+{{- if not $paths -}}
+{{- fail (printf "migrategate: no Python source under files/migrategate/ (chart %s). In a git checkout it is a symlink to src/migrategate: check out with symlinks enabled (git config core.symlinks true), or use a packaged chart. From a parent chart whose dependency has an alias, pass (dict ... \"subchart\" \"<alias>\") to the helpers." .context.Chart.Name) -}}
+{{- end -}}
+{{- toJson $paths -}}
+{{- end -}}
+
+{{/* Image reference: the dict's "image" (a parent's own image), else values.image. */}}
+{{- define "migrategate.internal.image" -}}
+{{- if .image -}}
+{{- .image -}}
+{{- else -}}
+{{- $img := .values.image -}}
+{{- if not $img.repository -}}
+{{- fail "migrategate: image.repository is required: set it to the APPLICATION's image (the one holding its migrations), e.g. langgenius/dify-api, with image.tag the app's tag" -}}
+{{- end -}}
+{{- $registry := $img.registry -}}
+{{- with .values.global }}{{ with .imageRegistry }}{{ $registry = . }}{{ end }}{{ end -}}
+{{- $repo := $img.repository -}}
+{{- if $registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" $registry) $img.repository }}{{ end -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $repo $img.digest -}}
+{{- else if $img.tag -}}
+{{- printf "%s:%s" $repo $img.tag -}}
+{{- else -}}
+{{- $repo -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* imagePullSecrets items: imagePullSecrets + global.imagePullSecrets (names or {name}), deduplicated. */}}
+{{- define "migrategate.internal.imagePullSecrets" -}}
+{{- $names := list -}}
+{{- $global := list -}}
+{{- with .values.global }}{{ $global = .imagePullSecrets | default list }}{{ end -}}
+{{- range concat (.values.imagePullSecrets | default list) $global -}}
+{{- $name := . -}}
+{{- if kindIs "map" . }}{{ $name = .name }}{{ end -}}
+{{- if and $name (not (has $name $names)) }}{{ $names = append $names $name }}{{ end -}}
+{{- end -}}
+{{- range $names }}
+- name: {{ . }}
+{{- end -}}
+{{- end -}}
+
+{{/* Cross-field checks the schema cannot express; messages say what to change. */}}
+{{- define "migrategate.internal.validate" -}}
+{{- $v := .values -}}
+{{- $db := $v.database -}}
+{{- if and $db.url (regexMatch "^[^:/]+://[^/@?#]*:[^@/?#]*@" $db.url) -}}
+{{- fail "migrategate: database.url must not contain a password (it would be a literal in the pod spec): remove it and set database.password, or database.existingSecret with database.secretKeys.password" -}}
+{{- end -}}
+{{- if and $db.existingSecret $db.password -}}
+{{- fail "migrategate: database.password and database.existingSecret are both set: keep one (the password goes into a chart-created Secret only when existingSecret is empty)" -}}
+{{- end -}}
+{{- if and $db.secretKeys.url (not $db.existingSecret) -}}
+{{- fail "migrategate: database.secretKeys.url needs database.existingSecret (the Secret that holds the URL)" -}}
+{{- end -}}
+{{- if and $db.secretKeys.url $db.url -}}
+{{- fail "migrategate: database.url and database.secretKeys.url are both set: keep one" -}}
+{{- end -}}
+{{- if and $v.migrations.directory $v.migrations.config -}}
+{{- fail "migrategate: migrations.directory and migrations.config are both set: give one (a script directory with env.py, or an alembic.ini)" -}}
+{{- end -}}
+{{- if and (eq $v.code.source "image") (not $v.code.command) -}}
+{{- fail "migrategate: code.source=image needs code.command (e.g. [migrategate])" -}}
+{{- end -}}
+{{- $envNames := list -}}
+{{- range $v.extraEnv }}{{ $envNames = append $envNames .name }}{{ end -}}
+{{- $hasUrl := or $db.url $db.secretKeys.url $v.preset $v.extraEnvFrom (has "MIGRATEGATE_DATABASE_URL" $envNames) (has "DATABASE_URL" $envNames) -}}
+{{- if not $hasUrl -}}
+{{- fail "migrategate: no database settings: set database.url (without password), database.existingSecret with database.secretKeys.url, a preset (e.g. preset: dify with Dify's DB_* variables in extraEnv), or MIGRATEGATE_DATABASE_URL in extraEnv/extraEnvFrom" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* command: the image's python on the shipped source, or the image's own migrategate. */}}
+{{- define "migrategate.internal.command" -}}
+{{- if eq .values.code.source "image" -}}
+{{- toYaml .values.code.command -}}
+{{- else -}}
+{{- toYaml (list .values.code.python "-m" "migrategate") -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "migrategate.internal.upgradeArgs" -}}
+{{- $u := .values.upgrade -}}
+{{- $args := list "upgrade" "--lock-timeout" (toString $u.lockTimeout) -}}
+{{- if not (kindIs "invalid" $u.pgLockTimeout) -}}
+{{- $args = concat $args (list "--pg-lock-timeout" (toString $u.pgLockTimeout)) -}}
+{{- end -}}
+{{- if $u.lockRetries -}}
+{{- $args = concat $args (list "--lock-retries" (toString $u.lockRetries)) -}}
+{{- end -}}
+{{- if not (kindIs "invalid" $u.statementTimeout) -}}
+{{- $args = concat $args (list "--statement-timeout" (toString $u.statementTimeout)) -}}
+{{- end -}}
+{{- if .values.gate.allowAhead -}}
+{{- $args = append $args "--allow-ahead" -}}
+{{- end -}}
+{{- $args = concat $args ($u.extraArgs | default list) -}}
+{{- toYaml $args -}}
+{{- end -}}
+
+{{- define "migrategate.internal.waitArgs" -}}
+{{- $g := .values.gate -}}
+{{- $args := list "wait" "--timeout" (toString $g.timeout) "--interval" (toString $g.interval) -}}
+{{- if $g.allowAhead -}}
+{{- $args = append $args "--allow-ahead" -}}
+{{- end -}}
+{{- $args = concat $args ($g.extraArgs | default list) -}}
+{{- toYaml $args -}}
+{{- end -}}
+
+{{- define "migrategate.internal.verifyArgs" -}}
+{{- $args := list "verify" -}}
+{{- if .values.gate.allowAhead -}}
+{{- $args = append $args "--allow-ahead" -}}
+{{- end -}}
+{{- toYaml $args -}}
+{{- end -}}
+
+{{/*
+One container; the dict also carries "name", "args" (a YAML list string) and "role":
+"gate" (the initContainer helpers: gate.securityContext / gate.resources) or "job" (the
+Job and the test pod: job.securityContext / resources). The role's securityContext is
+merged over containerSecurityContext (a key set to null removes it).
+*/}}
+{{- define "migrategate.internal.container" -}}
+{{- include "migrategate.internal.validate" . -}}
+{{- $v := .values -}}
+{{- $over := dict -}}
+{{- $resources := $v.resources -}}
+{{- if eq .role "gate" -}}
+{{- $over = $v.gate.securityContext | default dict -}}
+{{- if $v.gate.resources }}{{ $resources = $v.gate.resources }}{{ end -}}
+{{- else -}}
+{{- $over = $v.job.securityContext | default dict -}}
+{{- end -}}
+{{- $sc := mergeOverwrite (deepCopy ($v.containerSecurityContext | default dict)) (deepCopy $over) -}}
+name: {{ .name }}
+image: {{ include "migrategate.internal.image" . | quote }}
+imagePullPolicy: {{ $v.image.pullPolicy }}
+command:
+  {{- include "migrategate.internal.command" . | trim | nindent 2 }}
+args:
+  {{- .args | trim | nindent 2 }}
+env:
+  {{- include "migrategate.env" . | trim | nindent 2 }}
+{{- with $v.extraEnvFrom }}
+envFrom:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+volumeMounts:
+  {{- include "migrategate.volumeMounts" . | trim | nindent 2 }}
+{{- with $resources }}
+resources:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $sc }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+terminationMessagePath: /dev/termination-log
+terminationMessagePolicy: FallbackToLogsOnError
+{{- end -}}
+
+{{/*
+The pod spec of the Job (and, with "test", of the `helm test` pod): the migrategate
+container with "args", the Job's pod settings, extraInitContainers/extraContainers.
+*/}}
+{{- define "migrategate.internal.podSpec" -}}
+{{- $v := .values -}}
+{{- $job := $v.job -}}
+restartPolicy: Never
+automountServiceAccountToken: {{ $v.automountServiceAccountToken }}
+enableServiceLinks: false
+{{- with $v.serviceAccountName }}
+serviceAccountName: {{ . }}
+{{- end }}
+{{- with $v.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with include "migrategate.internal.imagePullSecrets" . }}
+imagePullSecrets:
+  {{- . | nindent 2 }}
+{{- end }}
+{{- with $v.podSecurityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $job.extraInitContainers }}
+initContainers:
+  {{- tpl (toYaml .) $.context | nindent 2 }}
+{{- end }}
+containers:
+  - {{ include "migrategate.internal.container" (merge (dict "role" "job") .) | nindent 4 | trim }}
+  {{- with $job.extraContainers }}
+  {{- tpl (toYaml .) $.context | nindent 2 }}
+  {{- end }}
+volumes:
+  {{- include "migrategate.volumes" . | trim | nindent 2 }}
+  {{- with $v.extraVolumes }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with $v.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $v.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- tpl (toYaml .) $.context | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* "true" when the cluster's API accepts Job.spec.podFailurePolicy (>= 1.26). */}}
+{{- define "migrategate.internal.podFailurePolicySupported" -}}
+{{- if semverCompare ">=1.26.0-0" .context.Capabilities.KubeVersion.Version -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The Job's spec (everything under spec:). Its rendering, with the chart version and the
+shipped source, is what the Job name hashes: values that leave the spec unchanged (gate.*
+except allowAhead, global.* that the Job doesn't use, annotations, NOTES-only settings)
+keep the same Job.
+*/}}
+{{- define "migrategate.internal.jobSpec" -}}
+{{- $job := .values.job -}}
+backoffLimit: {{ $job.backoffLimit }}
+{{- if not (kindIs "invalid" $job.activeDeadlineSeconds) }}
+activeDeadlineSeconds: {{ $job.activeDeadlineSeconds }}
+{{- end }}
+{{- if not (kindIs "invalid" $job.ttlSecondsAfterFinished) }}
+ttlSecondsAfterFinished: {{ $job.ttlSecondsAfterFinished }}
+{{- end }}
+{{- if and $job.podFailurePolicy.enabled (include "migrategate.internal.podFailurePolicySupported" .) }}
+podFailurePolicy:
+  rules:
+    - action: Ignore
+      onPodConditions:
+        - type: DisruptionTarget
+          status: "True"
+    {{- with $job.podFailurePolicy.failJobOnExitCodes }}
+    {{- $padded := list }}
+    {{- range . }}{{ $padded = append $padded (printf "%03d" (int .)) }}{{ end }}
+    - action: FailJob
+      onExitCodes:
+        containerName: migrate
+        operator: In
+        values:
+          {{- range sortAlpha $padded }}
+          - {{ atoi . }}
+          {{- end }}
+    {{- end }}
+{{- end }}
+template:
+  metadata:
+    labels:
+      {{- include "migrategate.internal.labels" (merge (dict "component" "migrate" "extra" .values.podLabels) .) | nindent 6 }}
+    {{- with .values.podAnnotations }}
+    annotations:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+  spec:
+    {{- include "migrategate.internal.podSpec" (merge (dict "name" "migrate" "args" (include "migrategate.internal.upgradeArgs" .)) .) | nindent 4 }}
+{{- end -}}
+
+{{/* Job name suffix: job.nameSuffixOverride (through tpl), else a hash of the Job's spec, chart and source. */}}
+{{- define "migrategate.internal.jobSuffix" -}}
+{{- if .values.job.nameSuffixOverride -}}
+{{- $suffix := tpl (toString .values.job.nameSuffixOverride) .context -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]{0,16}[a-z0-9])?$" $suffix) -}}
+{{- fail (printf "migrategate: job.nameSuffixOverride rendered to %q: it must be 1-18 lowercase letters, digits or '-', starting and ending with a letter or digit (it ends the Job's name)" $suffix) -}}
+{{- end -}}
+{{- $suffix -}}
+{{- else -}}
+{{- $source := "" -}}
+{{- if ne .values.code.source "image" -}}
+{{- range (include "migrategate.internal.sourcePaths" . | fromJsonArray) -}}
+{{- $source = printf "%s%s=%s;" $source . ($.context.Files.Get . | sha256sum) -}}
+{{- end -}}
+{{- end -}}
+{{- printf "%s|%s|%s|%s" .context.Chart.Version (toString .context.Chart.AppVersion) (include "migrategate.internal.jobSpec" .) (sha256sum $source) | sha256sum | trunc 8 -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "migrategate.internal.jobName" -}}
+{{- $base := include "migrategate.fullname" . | trunc 44 | trimSuffix "-" -}}
+{{- if .values.job.hook.enabled -}}
+{{- printf "%s-migrate" $base -}}
+{{- else -}}
+{{- printf "%s-migrate-%s" $base (include "migrategate.internal.jobSuffix" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Hook annotations (a dict, JSON) of the ConfigMap and Secret in hook mode: they must exist before the Job. */}}
+{{- define "migrategate.internal.hookAnnotations" -}}
+{{- $a := dict -}}
+{{- if .values.job.hook.enabled -}}
+{{- $a = dict "helm.sh/hook" (join "," .values.job.hook.events) "helm.sh/hook-weight" (sub (int .values.job.hook.weight) 10 | toString) "helm.sh/hook-delete-policy" "before-hook-creation" -}}
+{{- end -}}
+{{- toJson $a -}}
+{{- end -}}
