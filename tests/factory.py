@@ -8,7 +8,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 ENV_PY = '''
 from alembic import context
@@ -122,9 +122,10 @@ class Run:
 
 
 def cli_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment a CLI subprocess gets: no MIGRATEGATE_* / DATABASE_URL leaking in
+    from the caller, and no PYTHONPATH, so it runs the package installed in this venv."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MIGRATEGATE_") and k != "DATABASE_URL"}
-    env["PYTHONPATH"] = str(REPO / "src")
+           if not k.startswith("MIGRATEGATE_") and k not in ("DATABASE_URL", "PYTHONPATH")}
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
@@ -132,7 +133,8 @@ def cli_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
 
 def migrategate(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 120,
                 cwd: Optional[Path] = None) -> Run:
-    """Run the real CLI in a subprocess, as an operator (or a Pod) would."""
+    """Run the real CLI in a subprocess, as an operator (or a Pod) would: this venv's
+    interpreter with ``-m migrategate``, the installed package (the chart's command too)."""
     proc = subprocess.run(
         [sys.executable, "-m", "migrategate", *args], capture_output=True, text=True,
         env=cli_env(env), timeout=timeout, cwd=str(cwd) if cwd else None,
@@ -174,10 +176,6 @@ def versions(url: str) -> List[str]:
                                                              "alembic_version")))
     finally:
         engine.dispose()
-
-
-def flatten(items: Iterable[Iterable[str]]) -> List[str]:
-    return [x for it in items for x in it]
 
 
 def bare_url(url: str) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import os
 import platform
-import shutil
 import stat
 import subprocess
 import sys
@@ -110,10 +109,6 @@ def ensure_kubectl(cache: Optional[Path] = None) -> Path:
     cache = Path(cache) if cache else _cache_dir()
     ensure_helm(cache)
     return cache / "kubectl"
-
-
-def clear_cache() -> None:
-    shutil.rmtree(_cache_dir(), ignore_errors=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

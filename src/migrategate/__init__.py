@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+from ._version import __version__ as __version__
 from .errors import (  # noqa: F401  (re-exported)
     EXIT_CODES,
     AmbiguousTarget,
@@ -31,8 +32,6 @@ from .errors import (  # noqa: F401  (re-exported)
     VerificationFailed,
     WaitTimeout,
 )
-
-__version__ = "0.1.0"
 
 
 def _run(command: str, env: Optional[Mapping[str, str]], options: Any) -> Any:

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from .errors import EXIT_CODES, MigrategateError
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 COMMANDS = ("upgrade", "verify", "wait", "status", "doctor")
 

@@ -21,7 +21,6 @@ class Plan:
     current: Tuple[str, ...]  # revisions in the version table (empty: none / no table)
     target: Tuple[str, ...]  # the revisions the upgrade goes to (resolved, absolute)
     pending: List[Revision]  # in the order Alembic applies them
-    has_version_table: bool = True
     unknown: Tuple[str, ...] = ()  # database revisions the scripts don't know (allow_ahead)
     destination: str = "heads"  # the target as Alembic's upgrade is to be given it
     expected: Tuple[str, ...] = ()  # the version table's rows once pending is applied
@@ -105,11 +104,11 @@ def make_plan(graph: Graph, current: Optional[Tuple[str, ...]], target_spec: Opt
     if unknown:
         # Ahead of these scripts (allow_ahead): we can't tell what the database has,
         # so nothing is pending from our side — never re-queue revisions.
-        return Plan(tuple(current_revs), target, [], current is not None, unknown,
-                    destination, tuple(current_revs))
+        return Plan(tuple(current_revs), target, [], unknown=unknown, destination=destination,
+                    expected=tuple(current_revs))
     pending = _pending(graph, wanted - done, destination, known)
-    return Plan(tuple(current_revs), target, pending, current is not None, unknown,
-                destination, expected)
+    return Plan(tuple(current_revs), target, pending, unknown=unknown,
+                destination=destination, expected=expected)
 
 
 def _pending(graph: Graph, needed: Set[str], destination: str,

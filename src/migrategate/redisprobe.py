@@ -20,7 +20,6 @@ from .errors import ConfigError
 class KeyState:
     exists: bool
     ttl: Optional[int]  # seconds; None when the key has no expiry or does not exist
-    value: Optional[str] = None
 
 
 class RedisError(Exception):
@@ -81,7 +80,7 @@ class _Conn:
 
 
 def inspect_key(url: str, key: str, timeout: float = 5.0) -> KeyState:
-    """EXISTS/TTL/GET of ``key`` on the Redis at ``url`` (redis:// or rediss://)."""
+    """EXISTS and TTL of ``key`` on the Redis at ``url`` (redis:// or rediss://)."""
     parsed = urlparse(url)
     if parsed.scheme not in ("redis", "rediss"):
         raise ConfigError("the Redis URL must start with redis:// or rediss://")
@@ -106,13 +105,7 @@ def inspect_key(url: str, key: str, timeout: float = 5.0) -> KeyState:
         if not exists:
             return KeyState(False, None)
         ttl = conn.call("TTL", key)
-        value: Optional[str] = None
-        try:
-            raw = conn.call("GET", key)
-            value = raw if isinstance(raw, str) else None
-        except RedisError:
-            value = None  # not a string key; its existence is what matters
-        return KeyState(True, int(ttl) if isinstance(ttl, int) and ttl >= 0 else None, value)
+        return KeyState(True, int(ttl) if isinstance(ttl, int) and ttl >= 0 else None)
     except OSError as exc:
         raise RedisError(f"Redis at {host}:{port} failed: {exc.strerror or exc}") from None
     finally:

@@ -527,13 +527,6 @@ def test_lint_values_are_the_test_base() -> None:
     assert BASE_VALUES["image"]["repository"]
 
 
-def test_chart_app_version_is_migrategates_version() -> None:
-    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
-    init = (SRC / "__init__.py").read_text()
-    version = re.search(r'^__version__ = "([^"]+)"', init, re.M).group(1)
-    assert chart["appVersion"] == version, "bump Chart.yaml appVersion (and version) too"
-
-
 def test_helmtool_caches_the_binary(helm_binary: Path) -> None:
     import helmtool
 

@@ -1,7 +1,8 @@
 """The oldest stack we promise: Python 3.9 (when the machine has it), SQLAlchemy 1.4, Alembic 1.7.
 
-App images are often older than ours, so the CLI runs here from the source tree under a
-separate interpreter with those versions installed (cached under .cache/).
+App images are often older than ours, so the CLI runs here under a separate interpreter
+with those versions installed (cached under .cache/), and migrategate installed into it from
+a wheel of this tree — the old pip installs what we publish.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -32,7 +34,7 @@ def _python39():
 
 
 @pytest.fixture(scope="session")
-def old_python():
+def old_python(tmp_path_factory):
     base = _python39() or sys.executable
     tag = subprocess.run([base, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                          capture_output=True, text=True, check=True).stdout.strip()
@@ -42,6 +44,12 @@ def old_python():
         subprocess.run([base, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                         *OLD], check=True)
+    wheels = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "--disable-pip-version-check", "-w", str(wheels), str(REPO)], check=True)
+    (wheel,) = wheels.glob("migrategate-*.whl")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
+                    "--disable-pip-version-check", str(wheel)], check=True)
     return str(python)
 
 
@@ -58,6 +66,12 @@ def test_the_stack_is_really_old(old_python):
     assert out.startswith("1.4.") and " 1.7." in out
 
 
+def test_migrategate_is_the_installed_wheel_not_the_source_tree(old_python):
+    out = subprocess.run([old_python, "-c", "import migrategate; print(migrategate.__file__)"],
+                         capture_output=True, text=True, check=True, env=cli_env()).stdout
+    assert "site-packages" in out and str(REPO / "src") not in out
+
+
 @pytest.mark.parametrize("kind", ["postgresql", "mariadb", "sqlite"])
 def test_commands_work_on_sqlalchemy_14_and_alembic_17(old_python, kind, request, tmp_path):
     url = request.getfixturevalue({"postgresql": "pg_url", "mariadb": "mariadb_url",
@@ -70,6 +84,94 @@ def test_commands_work_on_sqlalchemy_14_and_alembic_17(old_python, kind, request
     for cmd in ("verify", "status", "wait", "upgrade"):
         assert old(old_python, cmd, *args_for(url, mig))[0] == 0, cmd
     assert versions(url) == ["r003"]
+
+
+COMPUTED_ID = '''"""computed id: the static reader cannot know it, Alembic's loader runs"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "".join(["r00", "2"])
+down_revision = "r001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("t2", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade():
+    pass
+'''
+
+
+def test_alembics_own_loader_works_on_alembic_17(old_python, sqlite_url, tmp_path):
+    """A revision id that is not a literal sends the graph through Alembic's loader (the
+    private RevisionMap._revision_map, docs/alembic-internals.md) on the old stack too."""
+    mig = write_project(tmp_path, chain(1) + [Rev("r002", raw=COMPUTED_ID)])
+    code, out, err = old(old_python, "upgrade", *args_for(sqlite_url, mig, "--json"))
+    assert code == 0, err
+    assert [a["revision"] for a in json.loads(out)["applied"]] == ["r001", "r002"]
+    assert versions(sqlite_url) == ["r002"]
+
+
+def test_autocommit_block_is_still_tracked_on_alembic_17(old_python, pg_url, tmp_path):
+    """migrategate wraps MigrationContext.autocommit_block (docs/alembic-internals.md) to
+    report what a failed revision committed outside its transaction."""
+    body = ("with op.get_context().autocommit_block():\n"
+            '    op.execute("CREATE INDEX CONCURRENTLY ix_t1_name ON t1 (name)")\n'
+            'op.execute("SELECT * FROM no_such_table")')
+    mig = write_project(tmp_path, chain(1) + [Rev("conc", "r001", body, "concurrent index")])
+    code, out, err = old(old_python, "upgrade", *args_for(pg_url, mig))
+    assert code == 6, err
+    assert "committed outside its transaction" in err
+    assert "CREATE INDEX CONCURRENTLY ix_t1_name ON t1 (name)" in err
+    assert versions(pg_url) == ["r001"]
+
+
+def _hold_table(url, held, release):
+    """An application transaction holding ACCESS SHARE on t1 until ``release`` is set."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT * FROM t1"))
+        held.set()
+        release.wait(60)
+        conn.rollback()
+    engine.dispose()
+
+
+def test_lock_retries_rerun_the_revision_on_alembic_17(old_python, pg_url, tmp_path):
+    """--lock-retries replaces each RevisionStep.migration_fn (docs/alembic-internals.md)."""
+    mig = write_project(tmp_path, chain(1) + [
+        Rev("alter", "r001", 'op.add_column("t1", sa.Column("x", sa.Integer))', "alter t1")])
+    assert old(old_python, "upgrade", *args_for(pg_url, mig), "--to", "r001")[0] == 0
+    held, release = threading.Event(), threading.Event()
+    blocker = threading.Thread(target=_hold_table, args=(pg_url, held, release))
+    blocker.start()
+    try:
+        assert held.wait(10)
+        proc = subprocess.Popen([old_python, "-m", "migrategate", "upgrade",
+                                 *args_for(pg_url, mig), "--pg-lock-timeout", "0.1",
+                                 "--lock-retries", "60"], stderr=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, text=True, env=cli_env())
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:  # the blocker stays until the first retry is announced
+            lines.append(line)
+            if "(attempt 1/61)" in line:
+                break
+        release.set()
+        lines.append(proc.stderr.read())
+        code = proc.wait(timeout=120)
+    finally:
+        release.set()
+        blocker.join()
+    err = "".join(lines)
+    assert code == 0, err
+    assert "(attempt 1/61)" in err
+    assert versions(pg_url) == ["alter"]
 
 
 def test_broken_revision_and_wrong_password_keep_their_codes(old_python, pg_url, tmp_path):

@@ -7,8 +7,7 @@ labelled with where it came from so ``doctor`` can show it.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict, Mapping, Tuple
-
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -20,7 +19,3 @@ def load_preset(name: str) -> Any:
     if name not in KNOWN:
         raise ConfigError(f"unknown preset {name!r}", f"known presets: {', '.join(KNOWN)}")
     return importlib.import_module(f"{__name__}.{name}")
-
-
-Defaults = Dict[str, Tuple[Any, str]]
-Env = Mapping[str, str]
