@@ -141,7 +141,7 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
         configure_as_written(connection=connection, **kw)
 
     # An instance attribute, not a subclass: alembic.context proxies the methods of
-    # the exact EnvironmentContext class, reading them off the instance on __enter__.
+    # the exact EnvironmentContext class, and looks them up on the instance when called.
     env.configure = configure  # type: ignore[method-assign,assignment]
     with _autocommit_blocks(steps), env:
         script.run_env()
@@ -261,6 +261,7 @@ def _blocker(connection: Optional["Connection"], statement: str) -> str:
             "postgresql":
         return f"a lock on {table or 'a table'}"
     from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
 
     try:
         rows = connection.execute(text(
@@ -269,7 +270,7 @@ def _blocker(connection: Optional["Connection"], statement: str) -> str:
             "FROM pg_locks l JOIN pg_stat_activity a "
             "ON a.pid = l.pid WHERE l.granted AND l.relation = to_regclass(:t) "
             "AND a.pid <> pg_backend_pid()"), {"t": table}).fetchall()
-    except Exception:  # noqa: BLE001 - naming the blocker is best effort; the retry goes on
+    except SQLAlchemyError:  # naming the blocker is best effort; the retry goes on
         return f"a lock on {table}"
     who = ", ".join(f"pid {r.pid} ({r.application_name or 'no application_name'}, "
                     f"{r.state}, transaction open {r.age})" for r in rows)

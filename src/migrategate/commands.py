@@ -34,6 +34,8 @@ from .settings import Settings
 from .signals import SignalGuard
 from .supervise import Run, Supervisor
 
+from sqlalchemy.exc import SQLAlchemyError
+
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection
 
@@ -56,7 +58,7 @@ def _session(settings: Settings, writer: Writer) -> Iterator["Connection"]:
         try:
             yield conn.execution_options(isolation_level="AUTOCOMMIT")
         finally:
-            with contextlib.suppress(Exception):  # closing a dead connection may raise
+            with contextlib.suppress(SQLAlchemyError, OSError):  # closing a dead one may raise
                 conn.close()
     finally:
         engine.dispose()
@@ -145,7 +147,7 @@ def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Conn
             _conclude(settings, conn, graph, plan, run, writer)
     finally:
         if run is None or run.lost is None:
-            with contextlib.suppress(Exception):  # the session ending frees it anyway
+            with contextlib.suppress(SQLAlchemyError, OSError):  # its session ending frees it
                 lock.release()
     return plan
 
@@ -364,7 +366,7 @@ def wait(settings: Settings, writer: Writer = default_writer,
 def _drop(conn: Optional["Connection"]) -> None:
     """Close a connection that may already be broken."""
     if conn is not None:
-        with contextlib.suppress(Exception):  # already broken: closing it may raise too
+        with contextlib.suppress(SQLAlchemyError, OSError):  # already broken: close may raise
             conn.close()
 
 

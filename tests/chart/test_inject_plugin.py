@@ -99,7 +99,7 @@ def test_gate_volume_items_are_the_keys_of_the_migrategate_release_configmap(
     volume = next(v for v in api["spec"]["template"]["spec"]["volumes"]
                   if v["name"] == "migrategate-code")["configMap"]
     assert volume["name"] == cm["metadata"]["name"] == "migrategate-code"
-    assert {i["key"] for i in volume["items"]} == set(cm["data"])
+    assert {i["key"] for i in volume["items"]} == set(cm["binaryData"])
 
 
 def _helm3() -> Path:
