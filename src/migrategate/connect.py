@@ -192,19 +192,28 @@ def blocking(engine: "Engine", fn: Callable[[], Any]) -> Any:
 
 def refused(exc: BaseException, where: str, database: Optional[str]) -> Exception:
     """The typed error for a connection the server turned down (not retried)."""
-    kind = dberrors.category(exc)
-    reason = describe(exc)
-    code = dberrors.code_of(exc)
+    return refused_as(dberrors.category(exc), describe(exc), dberrors.code_of(exc), where,
+                      database)
+
+
+def refused_as(kind: str, reason: str, code: Optional[str], where: str,
+               database: Optional[str]) -> Exception:
+    """The one mapping from a connection refusal's category to its typed error."""
     tag = f" [{code}]" if code else ""
+    if kind == dberrors.UNREACHABLE:
+        return UnreachableError(f"database {where} unreachable{tag}: {reason}",
+                                "check host, port and that the server is up")
     if kind == dberrors.AUTH:
         return AuthError(f"authentication failed for {where}{tag}: {reason}",
                          "check the user and the password Secret; the password was not printed")
     if kind == dberrors.MISSING_DATABASE:
-        return ConfigError(f"database {database!r} does not exist on the server ({where}){tag}",
+        name = repr(database) if database else "named in the URL"
+        return ConfigError(f"database {name} does not exist on the server ({where}){tag}",
                            "create it, or fix the database name in the URL / DB_DATABASE")
     if kind == dberrors.PRIVILEGE:
-        return PermissionDenied(f"the user may not connect to {where}{tag}: {reason}",
-                                "grant CONNECT on the database (or the MySQL privileges on it)")
+        return PermissionDenied(f"permission denied on {where}{tag}: {reason}",
+                                "grant the user what it needs: CONNECT on the database, CREATE "
+                                "on its schema for migrations (MySQL: the privileges on it)")
     if kind == dberrors.CONFIG:
         return ConfigError(f"cannot open {where}: {reason}",
                            "check the path and that its directory exists and is writable")

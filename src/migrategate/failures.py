@@ -14,14 +14,12 @@ from typing import Any, Dict, Optional
 
 from . import dberrors
 from .errors import (
-    AuthError,
     ConfigError,
     Interrupted,
     LockLost,
     MigrategateError,
     MigrationFailed,
     PermissionDenied,
-    UnreachableError,
 )
 from .supervise import Run
 
@@ -165,19 +163,14 @@ def _from_record(record: Dict[str, Any], run: Run, backend: str) -> MigrategateE
             f"fix the import or put the app's source root on the path (--app-root DIR); "
             f"{nothing}")
     if record.get("database_error"):
-        if kind == dberrors.AUTH or kind == dberrors.REFUSED:
-            return AuthError(f"env.py could not log in{code}: {reason}",
-                             "check the credentials env.py uses")
-        if kind == dberrors.PRIVILEGE:
-            return PermissionDenied(f"env.py failed{code}: {reason}",
-                                    f"grant the migration user the privilege it needs; "
-                                    f"{nothing}")
-        if kind == dberrors.UNREACHABLE:
-            return UnreachableError(f"env.py could not reach the database{code}: {reason}",
-                                    "check the URL env.py uses")
-        if kind == dberrors.MISSING_DATABASE:
-            return ConfigError(f"env.py's database does not exist{code}: {reason}",
-                               "check the URL env.py uses")
+        if kind in (dberrors.AUTH, dberrors.REFUSED, dberrors.PRIVILEGE, dberrors.UNREACHABLE,
+                    dberrors.MISSING_DATABASE, dberrors.CONFIG):
+            from .connect import refused_as
+
+            error = refused_as(kind, reason, record.get("code"), "the database env.py uses",
+                               None)
+            assert isinstance(error, MigrategateError)
+            return error
         return MigrationFailed(f"the database failed before the first revision{code}: "
                                f"{reason}{where}", f"{nothing}; check the version table and "
                                "the migration user's rights")
