@@ -12,9 +12,12 @@ Imports are lazy so that ``import migrategate`` stays cheap.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence
 
 from ._version import __version__ as __version__
+if TYPE_CHECKING:  # pragma: no cover
+    from .report import Result
+
 from .errors import (  # noqa: F401  (re-exported)
     EXIT_CODES,
     AmbiguousTarget,
@@ -34,16 +37,17 @@ from .errors import (  # noqa: F401  (re-exported)
 )
 
 
-def _run(command: str, env: Optional[Mapping[str, str]], options: Any) -> Any:
+Seconds = Optional[float]
+Text = Optional[str]
+Tables = Optional[Sequence[str]]
+
+
+def _run(command: str, given: Dict[str, Any]) -> "Result":
     from . import commands
     from .settings import register_secrets, resolve
 
-    from .settings import OPTIONS
-
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:  # a typo must not fall back to $DATABASE_URL and migrate another database
-        raise TypeError(f"migrategate.{command}() got unknown option(s): {', '.join(unknown)}; "
-                        f"known: {', '.join(sorted(OPTIONS))}")
+    env = given.pop("env")
+    options = {k: v for k, v in given.items() if v is not None}
     settings = resolve(options, env)
     register_secrets(settings)
     if command == "doctor":
@@ -53,22 +57,62 @@ def _run(command: str, env: Optional[Mapping[str, str]], options: Any) -> Any:
     return getattr(commands, command)(settings)
 
 
-def upgrade(env: Optional[Mapping[str, str]] = None, **options: Any) -> Any:
-    """Lock, apply pending revisions, verify; see the module docstring for options."""
-    return _run("upgrade", env, options)
+# Keyword-only and typed: a misspelt option is a TypeError, never a silent fall-back to
+# $DATABASE_URL. None means "not given": the environment (unless env={}), a preset or the
+# default applies, as for the CLI.
+
+def upgrade(*, database_url: Text = None, password_file: Text = None, password: Text = None,
+            migrations: Text = None, config: Text = None, preset: Text = None,
+            app_root: Text = None, flask_app: Text = None, target: Text = None,
+            expect_tables: Tables = None, connect_timeout: Seconds = None,
+            lock_timeout: Seconds = None, pg_lock_timeout: Seconds = None,
+            lock_retries: Optional[int] = None, statement_timeout: Seconds = None,
+            single_transaction: Optional[bool] = None, allow_ahead: Optional[bool] = None,
+            allow_proxy: Optional[bool] = None, heartbeat: Seconds = None,
+            version_table: Text = None, version_table_schema: Text = None,
+            lock_name: Text = None, application_name: Text = None,
+            env: Optional[Mapping[str, str]] = None) -> "Result":
+    """Lock, apply pending revisions, verify; returns only when verified at the target."""
+    return _run("upgrade", dict(locals()))
 
 
-def verify(env: Optional[Mapping[str, str]] = None, **options: Any) -> Any:
-    return _run("verify", env, options)
+def verify(*, database_url: Text = None, password_file: Text = None, password: Text = None,
+           migrations: Text = None, config: Text = None, preset: Text = None,
+           app_root: Text = None, target: Text = None, expect_tables: Tables = None,
+           connect_timeout: Seconds = None, allow_ahead: Optional[bool] = None,
+           version_table: Text = None, version_table_schema: Text = None,
+           application_name: Text = None,
+           env: Optional[Mapping[str, str]] = None) -> "Result":
+    """The database is at the scripts' head(s) (or ``target``) and the tables exist."""
+    return _run("verify", dict(locals()))
 
 
-def wait(env: Optional[Mapping[str, str]] = None, **options: Any) -> Any:
-    return _run("wait", env, options)
+def wait(*, database_url: Text = None, password_file: Text = None, password: Text = None,
+         migrations: Text = None, config: Text = None, preset: Text = None,
+         app_root: Text = None, target: Text = None, expect_tables: Tables = None,
+         connect_timeout: Seconds = None, timeout: Seconds = None, interval: Seconds = None,
+         allow_ahead: Optional[bool] = None, version_table: Text = None,
+         version_table_schema: Text = None, application_name: Text = None,
+         env: Optional[Mapping[str, str]] = None) -> "Result":
+    """Block until verify passes (or raise WaitTimeout)."""
+    return _run("wait", dict(locals()))
 
 
-def status(env: Optional[Mapping[str, str]] = None, **options: Any) -> Any:
-    return _run("status", env, options)
+def status(*, database_url: Text = None, password_file: Text = None, password: Text = None,
+           migrations: Text = None, config: Text = None, preset: Text = None,
+           app_root: Text = None, connect_timeout: Seconds = None, lock_name: Text = None,
+           version_table: Text = None, version_table_schema: Text = None,
+           application_name: Text = None,
+           env: Optional[Mapping[str, str]] = None) -> "Result":
+    """Current revision(s), heads, pending revisions and who holds the lock."""
+    return _run("status", dict(locals()))
 
 
-def doctor(env: Optional[Mapping[str, str]] = None, **options: Any) -> Any:
-    return _run("doctor", env, options)
+def doctor(*, database_url: Text = None, password_file: Text = None, password: Text = None,
+           migrations: Text = None, config: Text = None, preset: Text = None,
+           app_root: Text = None, expect_tables: Tables = None, redis_url: Text = None,
+           connect_timeout: Seconds = None, lock_name: Text = None, version_table: Text = None,
+           version_table_schema: Text = None,
+           env: Optional[Mapping[str, str]] = None) -> "Result":
+    """Explain, check by check, why the schema is not there."""
+    return _run("doctor", dict(locals()))

@@ -108,7 +108,25 @@ def test_library_api_refuses_unknown_options():
     import migrategate
 
     with pytest.raises(TypeError, match="database_uri"):
-        migrategate.upgrade(database_uri="sqlite:///x.db")
+        migrategate.upgrade(database_uri="sqlite:///x.db")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        migrategate.verify(lock_timeout=5)  # type: ignore[call-arg]  # not a verify option
+
+
+def test_library_api_upgrades_and_raises_typed_errors(tmp_path):
+    import migrategate
+
+    url = f"sqlite:///{tmp_path / 'lib.db'}"
+    mig = write_project(tmp_path, chain(2))
+
+    result = migrategate.upgrade(database_url=url, migrations=str(mig), expect_tables=["t2"],
+                                 env={})
+
+    assert result.outcome == "verified"
+    assert [a.revision for a in result.applied] == ["r001", "r002"]
+    with pytest.raises(migrategate.VerificationFailed) as info:
+        migrategate.verify(database_url=url, migrations=str(mig), expect_tables=["nope"], env={})
+    assert info.value.exit_code == 7
 
 
 @pytest.mark.parametrize("argv", [["upgrade", "--json", "--no-such-flag"],
