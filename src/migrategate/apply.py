@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
 from .dberrors import category, code_of, describe, is_database_error, sqlstate
 from .errors import MigrategateError
-from .fence import Fence, LockLostHere
+from .fence import Fence, LockLostHere, dbapi_connection
 from .plan import Plan
 from .settings import Settings
 from .signals import SignalGuard
@@ -36,10 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection
 
 Sink = Callable[[Dict[str, Any]], None]
-
-# Alembic runs DDL outside transactions on these (MySQL commits DDL implicitly; pysqlite
-# never issues BEGIN before DDL), so a failed revision may leave objects behind.
-NON_TRANSACTIONAL_DDL = ("mysql", "mariadb", "sqlite")
 
 
 class _Steps:
@@ -279,14 +275,9 @@ def _blocker(connection: Optional["Connection"], statement: str) -> str:
 
 def _watch_cancel(connection: "Connection", guard: SignalGuard) -> None:
     """A signal cancels env.py's running statement (from the watcher thread)."""
-    dbapi = _dbapi_connection(connection)
+    dbapi = dbapi_connection(connection)
     if hasattr(dbapi, "cancel"):  # psycopg2 / psycopg
         guard.add_canceller(dbapi.cancel)
-
-
-def _dbapi_connection(connection: "Connection") -> Any:
-    fairy = connection.connection
-    return getattr(fairy, "dbapi_connection", None) or getattr(fairy, "connection", None)
 
 
 def failure_record(exc: BaseException, steps_current: Optional[str],

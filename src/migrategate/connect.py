@@ -104,12 +104,15 @@ def with_session_options(settings: Settings, server_version: int) -> Settings:
 
 
 def server_version(conn: "Connection") -> int:
-    """PostgreSQL's server_version_num (0 elsewhere)."""
+    """PostgreSQL's server_version_num (0 elsewhere), asked once per connection."""
     from sqlalchemy import text
 
     if conn.engine.url.get_backend_name() != "postgresql":
         return 0
-    return int(conn.execute(text("SHOW server_version_num")).scalar() or 0)
+    if "migrategate_server_version" not in conn.info:
+        conn.info["migrategate_server_version"] = int(
+            conn.execute(text("SHOW server_version_num")).scalar() or 0)
+    return int(conn.info["migrategate_server_version"])
 
 
 def _after_connect(dbapi_connection: Any, record: Any) -> None:

@@ -23,6 +23,8 @@ from .errors import (
 )
 from .supervise import Run
 
+# Alembic runs DDL outside transactions on these (MySQL commits DDL implicitly; pysqlite
+# never issues BEGIN before DDL), so a failed revision may leave objects behind.
 NON_TRANSACTIONAL_DDL = ("mysql", "mariadb", "sqlite")
 
 

@@ -42,7 +42,7 @@ class Fence:
         """
         if self.kind == "none":
             return None
-        cursor = _dbapi(connection).cursor()
+        cursor = dbapi_connection(connection).cursor()
         try:
             if self.kind == "postgresql":
                 cursor.execute("SELECT pg_backend_pid(), pg_try_advisory_lock(%s)",
@@ -87,6 +87,7 @@ class Fence:
                 f"{self.info['connection_id']}; now {holder or 'nobody'})")
 
 
-def _dbapi(connection: "Connection") -> Any:
+def dbapi_connection(connection: "Connection") -> Any:
+    """The driver's own connection under a SQLAlchemy Connection (1.4 and 2.x spellings)."""
     fairy = connection.connection
     return getattr(fairy, "dbapi_connection", None) or getattr(fairy, "connection", None)

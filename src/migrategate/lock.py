@@ -84,9 +84,10 @@ class PostgresLock(MigrationLock):
     def keep_alive(self) -> None:
         from sqlalchemy import text
 
-        version = int(self.conn.execute(text("SHOW server_version_num")).scalar() or 0)
+        from .connect import server_version
+
         self.conn.execute(text("SET idle_in_transaction_session_timeout = 0"))
-        if version >= 140000:
+        if server_version(self.conn) >= 140000:
             self.conn.execute(text("SET idle_session_timeout = 0"))
 
     def _session(self) -> Any:
