@@ -351,45 +351,6 @@ def chain_overhead(pg, root: Path, sizes: Sequence[Tuple[int, int]],
     return out
 
 
-def per_revision_cost(pg, blocks: int = 40, per_block: int = 50) -> Dict[str, float]:
-    """What the retry machinery adds to one revision's transaction, in-process (ms).
-
-    The same SQLAlchemy calls migrategate makes around each revision with --lock-retries
-    (``SET LOCAL lock_timeout``, ``begin_nested()``, its commit) on top of a transaction
-    that runs one statement, against that transaction alone; interleaved blocks, median of
-    the per-block differences.
-    """
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(servers.create_database(pg, "cost"), poolclass=sa.pool.NullPool)
-    plain: List[float] = []
-    extra: List[float] = []
-    with engine.connect() as conn:
-        for b in range(blocks):
-            for with_retries in ((False, True) if b % 2 == 0 else (True, False)):
-                start = time.perf_counter()
-                for _ in range(per_block):
-                    with conn.begin():
-                        if with_retries:
-                            conn.exec_driver_sql("SET LOCAL lock_timeout = 50")
-                            savepoint = conn.begin_nested()
-                            conn.exec_driver_sql("SELECT 1")
-                            savepoint.commit()
-                        else:
-                            conn.exec_driver_sql("SELECT 1")
-                (extra if with_retries else plain).append(
-                    (time.perf_counter() - start) / per_block * 1000)
-    engine.dispose()
-    diffs = [e - p for p, e in zip(plain, extra)]
-    out = {"transaction_ms": statistics.median(plain),
-           "with_retry_machinery_ms": statistics.median(extra),
-           "added_ms": statistics.median(diffs)}
-    print(f"  per revision: a one-statement transaction {out['transaction_ms']:.3f} ms; "
-          f"the retry machinery adds {out['added_ms']:.3f} ms (median of {blocks} blocks "
-          f"of {per_block})", flush=True)
-    return out
-
-
 def statement_counts(pg, root: Path, n: int, retries: bool) -> Dict[str, int]:
     """Statements the server executed for empty -> head, plain vs with the retry flags.
 
@@ -493,7 +454,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=3, help="repetitions per runner (default 3)")
     ap.add_argument("--chain-reps", type=int, default=9,
-                    help="runs per chain size for the overhead ratio (default 7)")
+                    help="runs per chain size for the overhead ratio (default 9)")
     ap.add_argument("--skip-traffic", action="store_true",
                     help="only the overhead measures (statements, chains)")
     ap.add_argument("--out", default=str(ROOT / "docs"), help="where the JSON and PNG go")
@@ -532,9 +493,8 @@ def main() -> None:
                     print(f"  client error: {e}", flush=True)
         print("empty -> head on the synthetic chains, nothing blocking:", flush=True)
         results["statements"] = statement_counts(pg, root, 50, retries)
-        results["per_revision_cost"] = per_revision_cost(pg)
         results["chain_overhead"] = chain_overhead(
-            pg, root, [(200, args.chain_reps), (800, max(1, args.chain_reps - 4))], retries)
+            pg, root, [(200, args.chain_reps), (800, args.chain_reps)], retries)
     finally:
         pg.stop()
     results["load_after"] = os.getloadavg()

@@ -66,6 +66,7 @@ def upgrade(*, database_url: Text = None, password_file: Text = None, password: 
             app_root: Text = None, flask_app: Text = None, target: Text = None,
             expect_tables: Tables = None, connect_timeout: Seconds = None,
             lock_timeout: Seconds = None, pg_lock_timeout: Seconds = None,
+            mysql_lock_wait_timeout: Optional[int] = None,
             lock_retries: Optional[int] = None, statement_timeout: Seconds = None,
             single_transaction: Optional[bool] = None, allow_ahead: Optional[bool] = None,
             allow_proxy: Optional[bool] = None, heartbeat: Seconds = None,

@@ -53,6 +53,15 @@ class _Steps:
         self.finished: List[Dict[str, Any]] = []  # ran, not yet known to be committed
         self.partial: List[str] = []  # statements committed by autocommit blocks
         self.last_statement = ""
+        # which revision the connection's transaction began in, and how many statements
+        # it has run: a transaction that began in this revision and ran nothing before
+        # upgrade() can be rolled back whole instead of paying a SAVEPOINT per revision
+        self.txn_revision: Optional[str] = None
+        self.txn_statements = 0
+        self.local_timeout = False  # a SET LOCAL lock_timeout is in force (PostgreSQL)
+        self.wait_timeout: Optional[int] = None  # lock_wait_timeout set on the session (MySQL)
+        self.written: List[str] = []  # MySQL: statements of this revision that changed data
+        self.ends = 0  # transactions ended on the connection (COMMIT/ROLLBACK, any spelling)
 
     def begin(self, rev: str) -> None:
         self.settle()
@@ -60,6 +69,7 @@ class _Steps:
         self.current = rev
         self.started = time.monotonic()
         self.partial = []
+        self.written = []
         self.sink({"event": "started", "revision": rev})
 
     def step_done(self, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
@@ -81,10 +91,35 @@ class _Steps:
 
     def executing(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         self.last_statement = statement
+        self.txn_statements += 1
+        if _ENDS.match(statement):  # op.execute("COMMIT"): no SQLAlchemy event says so
+            self.ends += 1
+
+    def executed(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        """MySQL: a completed statement that changed something (DDL commits at once)."""
+        if not is_read(statement):
+            self.written.append(" ".join(statement.split())[:200])
+
+    def transaction_began(self, conn: Any) -> None:
+        self.txn_revision, self.txn_statements = self.current, 0
+
+    def transaction_ended(self, conn: Any) -> None:
+        self.txn_revision, self.local_timeout = None, False
+        self.ends += 1
+
+    def fresh_transaction(self) -> bool:
+        """Did the connection's transaction begin in this revision, with nothing run yet?"""
+        return (self.current is not None and self.txn_revision == self.current
+                and self.txn_statements == 0)
 
     def retrying(self, attempt: int, attempts: int, statement: str) -> None:
         self.sink({"event": "retry", "revision": self.current, "attempt": attempt,
                    "attempts": attempts, "blocker": _blocker(self.connection, statement)})
+
+    def not_retried(self, why: str, statement: str) -> None:
+        """Why a lock timeout was not retried, for the final message."""
+        self.sink({"event": "not_retried", "revision": self.current, "why": why,
+                   "statement": " ".join(statement.split())[:200]})
 
     def autocommitted(self, statement: str) -> None:
         self.partial.append(" ".join(statement.split())[:200])
@@ -132,6 +167,15 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
 
             steps.connection = connection
             event.listen(connection, "before_cursor_execute", steps.executing)
+            event.listen(connection, "begin", steps.transaction_began)
+            for ended in ("commit", "rollback"):
+                event.listen(connection, ended, steps.transaction_ended)
+            if connection.engine.url.get_backend_name() in MYSQL:
+                if settings.lock_retries:
+                    event.listen(connection, "after_cursor_execute", steps.executed)
+                wait = settings.first_lock_timeout
+                if wait is not None:
+                    set_wait_timeout(connection, steps, wait)
             sink({"event": "ready", "session": fence.attach(connection)})
             _watch_cancel(connection, guard)
         configure_as_written(connection=connection, **kw)
@@ -147,6 +191,24 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
 
 
 SAVEPOINT = "migrategate_lock_retry"
+MYSQL = ("mysql", "mariadb")
+#: statements that change nothing a retry could repeat (MySQL: what may run before a
+#: retried DDL statement); anything else, or anything we can't classify, counts as a write
+_READS = ("SELECT", "SHOW", "SET", "DESCRIBE", "DESC", "EXPLAIN")
+#: MySQL statements that commit implicitly before they run (and so leave no transaction
+#: of ours open when they fail): the only statements a MySQL retry repeats
+_DDL = ("CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE")
+_ENDS = re.compile(r"\s*(COMMIT|END|ABORT|ROLLBACK(?!\s+(WORK\s+|TRANSACTION\s+)?TO\b))\b",
+                   re.IGNORECASE)
+
+
+def _first_word(statement: str) -> str:
+    words = statement.lstrip(" \t\r\n(").split(None, 1)
+    return words[0].upper() if words else ""
+
+
+def is_read(statement: str) -> bool:
+    return _first_word(statement) in _READS
 
 
 def lock_timeout_for(attempt: int, first: float) -> float:
@@ -163,40 +225,93 @@ def pause_before(attempt: int) -> float:
     return min(0.1 * 2 ** (attempt - 1), 1.0) * (0.5 + random.random())
 
 
+def set_wait_timeout(connection: Any, steps: _Steps, seconds: float) -> None:
+    """MySQL's ``lock_wait_timeout`` (whole seconds, at least 1) for this session.
+
+    On the DBAPI cursor: through SQLAlchemy it would autobegin a transaction
+    (see :meth:`Fence.attach`), and a SET opens none on the server."""
+    value = max(1, int(round(seconds)))
+    if steps.wait_timeout != value:
+        cursor = dbapi_connection(connection).cursor()
+        try:
+            cursor.execute(f"SET SESSION lock_wait_timeout = {value}")
+        finally:
+            cursor.close()
+        steps.wait_timeout = value
+
+
 def _with_lock_retries(migration_fn: Callable[..., Any], steps: _Steps, settings: Settings,
                        context: Any, guard: SignalGuard) -> Callable[..., Any]:
     """Retry a revision whose statement waited too long for a table lock.
 
-    PostgreSQL: each attempt runs in a SAVEPOINT inside the revision's
-    transaction with ``SET LOCAL lock_timeout``; on SQLSTATE 55P03 the savepoint
-    is rolled back (its locks are released, nothing of the attempt stays), and
-    after a jittered pause the revision's ``upgrade()`` runs again. Application
-    queries queue behind the ALTER only for one short timeout at a time.
-    Never after an autocommit block committed part of the revision. PostgreSQL
-    only: MySQL commits each DDL statement at once (refused in
-    :func:`migrategate.commands.upgrade`).
+    PostgreSQL: the session's ``lock_timeout`` is the first attempt's; on
+    SQLSTATE 55P03 the attempt is rolled back (its locks are released, nothing
+    of it stays), and after a jittered pause the revision's ``upgrade()`` runs
+    again under a longer ``SET LOCAL lock_timeout``. Application queries queue
+    behind the ALTER only for one short timeout at a time. When the revision's
+    transaction began with it (one transaction per revision, the default), the
+    attempt is that whole transaction and a revision that is not blocked costs
+    no statement at all; otherwise (the first revision, whose transaction also
+    created the version table; --single-transaction; env.py's own outer
+    transaction) each attempt runs after a ``SAVEPOINT``. Never after an
+    autocommit block committed part of the revision.
+
+    MySQL/MariaDB commit each DDL statement at once, so nothing can be rolled
+    back: a DDL statement that timed out on ``lock_wait_timeout`` (error 1205,
+    a metadata lock) is retried only while no earlier statement of the
+    revision changed anything (reads and SETs only). Its implicit commit ran
+    before it waited, so no transaction of ours is open and nothing is lost.
+    A DML statement that timed out (an InnoDB row lock) is not retried.
     """
     retries = settings.lock_retries
-    first = settings.pg_lock_timeout or 1.0
+    first = settings.first_lock_timeout or 1.0
+    mysql = settings.dialect in MYSQL
+
+    def attempt_pg(attempt: int, conn: Any, fresh: bool) -> Callable[[], None]:
+        """Start attempt ``attempt``; return how to undo it."""
+        if attempt > 1 or steps.local_timeout:  # else the session's lock_timeout holds
+            ms = int(lock_timeout_for(attempt, first) * 1000)
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
+            steps.local_timeout = True
+        if fresh:  # the transaction holds only this attempt: undo it whole
+            return lambda: dbapi_connection(conn).rollback()
+        # a plain SAVEPOINT, never released: COMMIT releases it
+        conn.exec_driver_sql(f"SAVEPOINT {SAVEPOINT}")
+        return lambda: conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+
+    def retryable(exc: BaseException, attempt: int, ends: int) -> bool:
+        if category(exc) != "lock-timeout" or attempt > retries or steps.partial:
+            return False
+        if steps.ends != ends:  # the revision ended a transaction itself: part of it stays
+            steps.not_retried("ended", "")
+            return False
+        if not mysql:
+            return True
+        if steps.written:
+            steps.not_retried("committed", steps.written[0])
+            return False
+        if _first_word(steps.last_statement) not in _DDL:
+            steps.not_retried("not-ddl", steps.last_statement)
+            return False
+        return True
 
     def run(**kw: Any) -> None:
         conn = context.connection
+        fresh = steps.fresh_transaction()
         for attempt in range(1, retries + 2):
-            if attempt > 1 or settings.pg_lock_timeout is None:  # else the session has it
-                ms = int(lock_timeout_for(attempt, first) * 1000)
-                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
-            # a plain SAVEPOINT, never released: COMMIT releases it, so a revision that is
-            # not blocked pays one statement for being retryable
-            conn.exec_driver_sql(f"SAVEPOINT {SAVEPOINT}")
+            if mysql:
+                set_wait_timeout(conn, steps, lock_timeout_for(attempt, first))
+                undo: Callable[[], Any] = lambda: None  # noqa: E731 - nothing to undo
+            else:
+                undo = attempt_pg(attempt, conn, fresh)
+            ends = steps.ends
             try:
                 migration_fn(**kw)
             except Exception as exc:
-                retryable = (category(exc) == "lock-timeout" and attempt <= retries
-                             and not steps.partial)
-                if not retryable:
+                if not retryable(exc, attempt, ends):
                     raise
-                waited_for = steps.last_statement  # before ROLLBACK TO SAVEPOINT replaces it
-                conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+                waited_for = steps.last_statement  # before the rollback replaces it
+                undo()
                 steps.retrying(attempt, retries + 1, waited_for)
                 guard.check()
                 time.sleep(pause_before(attempt))
@@ -250,27 +365,71 @@ _TABLE = re.compile(r"(?:ALTER|LOCK|TRUNCATE|DROP)\s+TABLE\s+(?:IF\s+EXISTS\s+)?
 
 
 def _blocker(connection: Optional["Connection"], statement: str) -> str:
-    """Who holds a lock on the table the timed-out statement wanted, in words."""
+    """Who holds a lock on the table the timed-out statement wanted, in words.
+
+    Best effort: the query runs after the attempt failed, and a user without the
+    rights to see other sessions gets the table's name only."""
     names = [next(g for g in m.groups() if g) for m in _TABLE.finditer(statement or "")]
     table = names[0].replace('"', "").replace("`", "") if names else ""
-    if connection is None or not table or connection.engine.url.get_backend_name() != \
-            "postgresql":
+    backend = connection.engine.url.get_backend_name() if connection is not None else ""
+    if connection is None or not table or backend not in ("postgresql",) + MYSQL:
         return f"a lock on {table or 'a table'}"
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        who = (_pg_holders(connection, table) if backend == "postgresql"
+               else _mysql_holders(connection, table.split(".")[-1]))
+    except SQLAlchemyError:  # naming the blocker is best effort; the retry goes on
+        return f"a lock on {table}"
+    return f"a lock on {table} held by {who or 'a session that has just let go'}"
+
+
+def _pg_holders(connection: "Connection", table: str) -> str:
+    from sqlalchemy import text
+
+    rows = connection.execute(text(
+        "SELECT DISTINCT a.pid, a.application_name, a.state, "
+        "date_trunc('second', clock_timestamp() - a.xact_start) AS age "
+        "FROM pg_locks l JOIN pg_stat_activity a "
+        "ON a.pid = l.pid WHERE l.granted AND l.relation = to_regclass(:t) "
+        "AND a.pid <> pg_backend_pid()"), {"t": table}).fetchall()
+    return ", ".join(f"pid {r.pid} ({r.application_name or 'no application_name'}, "
+                     f"{r.state}, transaction open {r.age})" for r in rows)
+
+
+def _mysql_holders(connection: "Connection", table: str) -> str:
+    """performance_schema's metadata locks where they are recorded (MySQL 8 by default);
+    else the sessions with an open InnoDB transaction (MariaDB's default), which is where
+    a long reader's metadata lock lives."""
     from sqlalchemy import text
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         rows = connection.execute(text(
-            "SELECT DISTINCT a.pid, a.application_name, a.state, "
-            "date_trunc('second', clock_timestamp() - a.xact_start) AS age "
-            "FROM pg_locks l JOIN pg_stat_activity a "
-            "ON a.pid = l.pid WHERE l.granted AND l.relation = to_regclass(:t) "
-            "AND a.pid <> pg_backend_pid()"), {"t": table}).fetchall()
-    except SQLAlchemyError:  # naming the blocker is best effort; the retry goes on
-        return f"a lock on {table}"
-    who = ", ".join(f"pid {r.pid} ({r.application_name or 'no application_name'}, "
-                    f"{r.state}, transaction open {r.age})" for r in rows)
-    return f"a lock on {table} held by {who or 'a session that has just let go'}"
+            "SELECT DISTINCT t.PROCESSLIST_ID AS id, t.PROCESSLIST_USER AS user, "
+            "t.PROCESSLIST_COMMAND AS command, t.PROCESSLIST_TIME AS seconds "
+            "FROM performance_schema.metadata_locks m JOIN performance_schema.threads t "
+            "ON t.THREAD_ID = m.OWNER_THREAD_ID WHERE m.OBJECT_TYPE = 'TABLE' "
+            "AND m.OBJECT_SCHEMA = DATABASE() AND m.OBJECT_NAME = :t "
+            "AND m.LOCK_STATUS = 'GRANTED' AND t.PROCESSLIST_ID <> CONNECTION_ID()"),
+            {"t": table}).fetchall()
+    except SQLAlchemyError:
+        rows = []
+    if rows:
+        return ", ".join(f"connection {r.id} ({r.user}, {r.command}, {r.seconds} s)"
+                         for r in rows)
+    try:
+        rows = connection.execute(text(
+            "SELECT p.ID AS id, p.USER AS user, p.COMMAND AS command, "
+            "TIMESTAMPDIFF(SECOND, x.trx_started, NOW()) AS age "
+            "FROM information_schema.INNODB_TRX x JOIN information_schema.PROCESSLIST p "
+            "ON p.ID = x.trx_mysql_thread_id WHERE p.ID <> CONNECTION_ID()")).fetchall()
+    except SQLAlchemyError:
+        return ""
+    if not rows:
+        return ""
+    return "one of the sessions with an open transaction: " + ", ".join(
+        f"connection {r.id} ({r.user}, {r.command}, transaction open {r.age} s)" for r in rows)
 
 
 def _watch_cancel(connection: "Connection", guard: SignalGuard) -> None:

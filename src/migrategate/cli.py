@@ -91,11 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--pg-lock-timeout", metavar="S",
                     help="PostgreSQL lock_timeout for migration statements: fail fast instead "
                          "of queueing app traffic behind a blocked ALTER")
+    up.add_argument("--mysql-lock-wait-timeout", metavar="S",
+                    help="MySQL/MariaDB lock_wait_timeout (whole seconds) for migration "
+                         "statements: a DDL statement waiting for a metadata lock fails after "
+                         "S seconds instead of queueing app traffic behind it")
     up.add_argument("--lock-retries", metavar="N",
-                    help="PostgreSQL: when a revision's statement hits --pg-lock-timeout, roll "
-                         "the revision's work back and retry it up to N times (lock timeout "
-                         "doubling up to 4x, jittered pauses); default 0. MySQL/MariaDB: only "
-                         "while no statement of the revision has completed")
+                    help="when a revision's statement hits its lock timeout, retry the "
+                         "revision up to N times (timeout doubling up to 4x, jittered pauses; "
+                         "default 0). PostgreSQL: the attempt is rolled back whole. "
+                         "MySQL/MariaDB: only a DDL statement before which the revision "
+                         "changed nothing")
     up.add_argument("--statement-timeout", metavar="S",
                     help="PostgreSQL statement_timeout for migration statements (a backstop; "
                          "not applied inside autocommit blocks)")

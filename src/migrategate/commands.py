@@ -30,7 +30,7 @@ from .retry import Backoff
 from .report import Applied, Result
 from .runtime import app_paths
 from .scripts import Graph, load_graph
-from .settings import Settings
+from .settings import OPTIONS, Settings
 from .signals import SignalGuard
 from .supervise import Run, Supervisor
 
@@ -86,6 +86,24 @@ def _graph(settings: Settings) -> Graph:
 
 # --------------------------------------------------------------------------- upgrade
 
+#: options that mean something on one kind of database only, and the kinds
+_DIALECT_OPTIONS = (("pg_lock_timeout", ("postgresql",), "PostgreSQL"),
+                    ("statement_timeout", ("postgresql",), "PostgreSQL"),
+                    ("mysql_lock_wait_timeout", ("mysql", "mariadb"), "MySQL/MariaDB"),
+                    ("lock_retries", ("postgresql", "mysql", "mariadb"),
+                     "PostgreSQL and MySQL/MariaDB"))
+
+
+def _dialect_options(settings: Settings) -> None:
+    """An option the database would silently ignore is a configuration error."""
+    for name, dialects, label in _DIALECT_OPTIONS:
+        if getattr(settings, name) and settings.dialect not in dialects:
+            flag = OPTIONS[name].flag_name
+            raise ConfigError(f"{flag} ({settings.sources.get(name, 'given')}) works on {label} "
+                              f"only; this database is {settings.dialect}",
+                              "remove it for this database")
+
+
 def upgrade(settings: Settings, writer: Writer = default_writer, debug: bool = False) -> Result:
     """Lock, plan, apply, verify. Returns only when the database is verified at the target.
 
@@ -95,10 +113,7 @@ def upgrade(settings: Settings, writer: Writer = default_writer, debug: bool = F
     """
     started = time.monotonic()
     _require_url(settings)
-    if settings.lock_retries and settings.dialect != "postgresql":
-        raise ConfigError(f"--lock-retries works on PostgreSQL only ({settings.dialect} commits "
-                          "each DDL statement at once, so a revision can't be rolled back "
-                          "and retried)", "drop --lock-retries for this database")
+    _dialect_options(settings)
     result = Result("upgrade", database=settings.masked_url)
     with _reporting(result, started), SignalGuard() as guard, _database_errors():
         graph = _graph(settings)

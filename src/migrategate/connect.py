@@ -70,13 +70,15 @@ def session_options(settings: Settings, server_version: int) -> str:
 
     ``client_connection_check_interval`` (14+) makes the server abort an
     orphaned statement soon after its client died, instead of running it to the
-    end; ``lock_timeout`` is ``--pg-lock-timeout``.
+    end; ``lock_timeout`` is ``--pg-lock-timeout`` (1 s by default with
+    ``--lock-retries``: set once here, so a revision that isn't blocked pays
+    no statement for it).
     """
     opts = []
     if server_version >= 140000:
         opts.append("-c client_connection_check_interval=2000")
-    if settings.pg_lock_timeout is not None:
-        opts.append(f"-c lock_timeout={int(settings.pg_lock_timeout * 1000)}")
+    if settings.first_lock_timeout is not None:
+        opts.append(f"-c lock_timeout={int(settings.first_lock_timeout * 1000)}")
     if settings.statement_timeout is not None:
         opts.append(f"-c statement_timeout={int(settings.statement_timeout * 1000)}")
     return " ".join(opts)

@@ -108,6 +108,20 @@ def _abnormal_end(run: Run) -> MigrategateError:
         revision=run.current)
 
 
+def _why_not_retried(why: str, statement: str, backend: str) -> str:
+    if why == "committed":
+        return (f"'{statement}' of this revision had already committed ({backend} commits "
+                "each DDL statement, and what ran before it, at once), so running the "
+                "revision again would repeat it. Find the blocker in SHOW PROCESSLIST, end it, "
+                "run 'migrategate doctor' and re-run")
+    if why == "not-ddl":
+        return (f"'{statement}' is not DDL: a row-lock timeout is not retried. Find the "
+                "blocker in SHOW PROCESSLIST and re-run")
+    return ("the revision ended its own transaction (COMMIT) before the statement that timed "
+            "out, so what it did before stays applied and running it again would repeat it. "
+            "Run 'migrategate doctor', then re-run")
+
+
 def _from_record(record: Dict[str, Any], run: Run, backend: str) -> MigrategateError:
     typed = record.get("typed")
     reason = record["message"]
@@ -130,6 +144,9 @@ def _from_record(record: Dict[str, Any], run: Run, backend: str) -> MigrategateE
                                           if run.messages.get(revision) else "")
         at = " at COMMIT" if revision in run.ran else ""
         left = _left(run, revision, backend)
+        if run.not_retried and run.not_retried[0] == "ended":
+            left = ("what it did before its own COMMIT stays applied: the revision is "
+                    "half-applied, run 'migrategate doctor'")
         if kind == dberrors.PRIVILEGE:
             return PermissionDenied(f"{label} failed{at}{code}: {reason}",
                                     f"grant the migration user the privilege it needs; {left}",
@@ -142,6 +159,8 @@ def _from_record(record: Dict[str, Any], run: Run, backend: str) -> MigrategateE
         if kind == dberrors.LOCK_TIMEOUT and run.blocker:
             hint = (f"every lock-retry attempt timed out waiting for {run.blocker}; end that "
                     "session or retry at a quieter time. " + hint)
+        elif kind == dberrors.LOCK_TIMEOUT and run.not_retried:
+            hint = f"not retried: {_why_not_retried(*run.not_retried, backend)}. " + hint
         elif kind == dberrors.LOCK_TIMEOUT:
             hint = ("a table it needs is locked by another transaction (lock timeout "
                     "reached); find the blocker in pg_stat_activity / SHOW PROCESSLIST, or "

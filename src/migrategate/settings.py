@@ -57,6 +57,7 @@ OPTIONS: Dict[str, Option] = {
         Option("lock_timeout", "seconds", 300.0),
         Option("lock_name", "str", "migrategate"),
         Option("pg_lock_timeout", "seconds"),
+        Option("mysql_lock_wait_timeout", "count"),
         Option("target", "str", env=("MIGRATEGATE_TARGET", "MIGRATEGATE_TO"), flag="--to"),
         Option("expect_tables", "list", (), env=("MIGRATEGATE_EXPECT_TABLES",),
                flag="--expect-table"),
@@ -94,6 +95,7 @@ class Settings:
     lock_timeout: float = 300.0
     lock_name: str = "migrategate"
     pg_lock_timeout: Optional[float] = None
+    mysql_lock_wait_timeout: Optional[int] = None
     target: Optional[str] = None
     expect_tables: Tuple[str, ...] = ()
     version_table: str = "alembic_version"
@@ -123,6 +125,14 @@ class Settings:
     @property
     def dialect(self) -> str:
         return self.url.get_backend_name() if self.url is not None else ""
+
+    @property
+    def first_lock_timeout(self) -> Optional[float]:
+        """Migration statements' lock timeout (a retry's first attempt): the one given for
+        this database, or 1 s when --lock-retries is on and none was given."""
+        given = (self.mysql_lock_wait_timeout if self.dialect in ("mysql", "mariadb")
+                 else self.pg_lock_timeout)
+        return float(given) if given is not None else (1.0 if self.lock_retries else None)
 
 
 def settings_to_dict(settings: Settings) -> Dict[str, Any]:
@@ -246,6 +256,9 @@ def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -
     if values["pg_lock_timeout"] == 0:
         raise ConfigError(f"{sources.get('pg_lock_timeout')} is 0, which PostgreSQL reads as "
                           "'no lock timeout'", "leave it unset for no timeout, or give seconds")
+    if values["mysql_lock_wait_timeout"] == 0:
+        raise ConfigError(f"{sources.get('mysql_lock_wait_timeout')} is 0; MySQL's "
+                          "lock_wait_timeout is at least 1 s", "give whole seconds, 1 or more")
     if not values["application_name"]:
         values["application_name"] = default_application_name()
     return Settings(url=url, sources=sources, secrets=tuple(dict.fromkeys(secrets)), **values)

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from .lock import MigrationLock
 from .log import Writer
@@ -54,6 +54,8 @@ class Run:
         self.lost: Optional[str] = None
         self.signalled: Optional[int] = None
         self.blocker: Optional[str] = None  # the last session a lock retry waited for
+        #: why a lock timeout was not retried: ("committed" | "not-ddl" | "ended", statement)
+        self.not_retried: Optional[Tuple[str, str]] = None
 
 
 class Supervisor:
@@ -171,6 +173,8 @@ class Supervisor:
             self.writer.info(f"[{len(run.applied) + 1}/{run.total}] {event.get('revision')} "
                              f"waiting for {run.blocker} (attempt {event.get('attempt')}/"
                              f"{event.get('attempts')})")
+        elif kind == "not_retried":
+            run.not_retried = (event.get("why", ""), event.get("statement", ""))
         elif kind == "failed":
             run.error = event.get("error")
         elif kind == "finished":

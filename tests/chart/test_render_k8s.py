@@ -344,3 +344,12 @@ def test_lock_retries_and_statement_timeout_reach_the_job(helm: Helm) -> None:
     assert args[args.index("--lock-retries") + 1] == "200"
     assert args[args.index("--statement-timeout") + 1] == "1800"
     assert args[args.index("--pg-lock-timeout") + 1] == "0.05"
+    assert "--mysql-lock-wait-timeout" not in args
+
+
+def test_the_mysql_lock_wait_timeout_reaches_the_job(helm: Helm) -> None:
+    over = {"upgrade": {"mysqlLockWaitTimeout": 2, "lockRetries": 30}}
+    args = job_container(helm.template(values=values(**over)))["args"]
+    assert args[args.index("--mysql-lock-wait-timeout") + 1] == "2"
+    assert args[args.index("--lock-retries") + 1] == "30"
+    assert "--pg-lock-timeout" not in args

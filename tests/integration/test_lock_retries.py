@@ -12,11 +12,15 @@ from factory import Rev, args_for, chain, migrategate, spawn, write_project
 pytestmark = pytest.mark.slow
 
 
-def _hold_table(url, release, started):
-    """An application transaction holding ACCESS SHARE on t1 until ``release`` is set."""
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool,
-                              connect_args={"application_name": "report-query"})
+def _hold_table(url, release, started, session):
+    """An application transaction reading t1 until ``release`` is set: ACCESS SHARE on
+    PostgreSQL, a shared metadata lock on MySQL/MariaDB."""
+    mysql = url.startswith("mysql")
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=(
+        {"program_name": "report-query"} if mysql else {"application_name": "report-query"}))
     with engine.connect() as conn:
+        session.append(conn.execute(sa.text(
+            "SELECT CONNECTION_ID()" if mysql else "SELECT pg_backend_pid()")).scalar())
         conn.execute(sa.text("SELECT * FROM t1"))
         started.set()
         release.wait(60)
@@ -25,12 +29,12 @@ def _hold_table(url, release, started):
 
 
 def _blocked(url):
-    """Start a blocker; returns (release event, thread)."""
-    release, held = threading.Event(), threading.Event()
-    thread = threading.Thread(target=_hold_table, args=(url, release, held))
+    """Start a blocker; returns (release event, thread, the blocker's session id)."""
+    release, held, session = threading.Event(), threading.Event(), []
+    thread = threading.Thread(target=_hold_table, args=(url, release, held, session))
     thread.start()
     assert held.wait(30)
-    return release, thread
+    return release, thread, session[0]
 
 
 def _run_until(args, line_wanted, release):
@@ -65,20 +69,40 @@ def _rows(url, sql):
         engine.dispose()
 
 
-def _project(tmp_path, pg_url, body):
+def _project(tmp_path, url, body, at="log"):
+    """r001 (t1) -> log (events) -> alter (``body``); the database upgraded to ``at``."""
     mig = write_project(tmp_path, chain(1) + [
         Rev("log", "r001", 'op.create_table("events", sa.Column("what", sa.String(40)))',
             "events"),
         Rev("alter", "log", body, "alter t1")])
-    assert migrategate("upgrade", *args_for(pg_url, mig), "--to", "log").code == 0
+    assert migrategate("upgrade", *args_for(url, mig), "--to", at).code == 0
     return mig
+
+
+STATEMENT_LOG_ENV = """
+import os
+from alembic import context
+from sqlalchemy import engine_from_config, event, pool
+
+config = context.config
+engine = engine_from_config(config.get_section(config.config_ini_section, {}),
+                            prefix="sqlalchemy.", poolclass=pool.NullPool)
+with engine.connect() as connection, open(os.environ["STATEMENT_LOG"], "a") as log:
+    @event.listens_for(connection, "before_cursor_execute")
+    def record(conn, cursor, statement, *args):
+        log.write(" ".join(statement.split()) + "\\n")
+
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
 
 
 def test_blocked_alter_is_retried_until_the_blocker_ends_and_applied_once(pg_url, tmp_path):
     body = ("op.execute(\"INSERT INTO events VALUES ('before the alter')\")\n"
             'op.add_column("t1", sa.Column("x", sa.Integer))')
     mig = _project(tmp_path, pg_url, body)
-    release, blocker = _blocked(pg_url)
+    release, blocker, _ = _blocked(pg_url)
 
     # the blocker lets go once the second attempt has timed out too
     code, out, err = _run_until(["upgrade", *args_for(pg_url, mig), "--pg-lock-timeout", "0.1",
@@ -95,7 +119,7 @@ def test_blocked_alter_is_retried_until_the_blocker_ends_and_applied_once(pg_url
 
 def test_spent_attempts_exit_6_naming_the_blocking_session(pg_url, tmp_path):
     mig = _project(tmp_path, pg_url, 'op.add_column("t1", sa.Column("x", sa.Integer))')
-    release, blocker = _blocked(pg_url)
+    release, blocker, _ = _blocked(pg_url)
 
     code, out, err = _run_until(["upgrade", *args_for(pg_url, mig), "--pg-lock-timeout", "0.1",
                                  "--lock-retries", "2"], "never", release)
@@ -113,7 +137,7 @@ def test_a_revision_that_committed_part_way_is_not_retried(pg_url, tmp_path):
             '    op.execute("CREATE INDEX CONCURRENTLY ix_events ON events (what)")\n'
             'op.add_column("t1", sa.Column("x", sa.Integer))')
     mig = _project(tmp_path, pg_url, body)
-    release, blocker = _blocked(pg_url)
+    release, blocker, _ = _blocked(pg_url)
 
     code, out, err = _run_until(["upgrade", *args_for(pg_url, mig), "--pg-lock-timeout", "0.1",
                                  "--lock-retries", "20"], "never", release)
@@ -124,11 +148,143 @@ def test_a_revision_that_committed_part_way_is_not_retried(pg_url, tmp_path):
     assert "committed outside its transaction" in err
 
 
-def test_lock_retries_are_refused_where_ddl_is_not_transactional(mariadb_url, tmp_path):
-    run = migrategate("upgrade", *args_for(mariadb_url, write_project(tmp_path, chain(1))),
-                      "--lock-retries", "3")
+def test_a_blocked_revision_after_the_first_is_retried_as_its_whole_transaction(
+        pg_url, tmp_path):
+    # the run starts at r001, so "alter" is the run's second revision: its transaction began
+    # with it, and an attempt is undone by rolling that transaction back (no SAVEPOINT)
+    body = ("op.execute(\"INSERT INTO events VALUES ('before the alter')\")\n"
+            'op.add_column("t1", sa.Column("x", sa.Integer))')
+    mig = _project(tmp_path, pg_url, body, at="r001")
+    release, blocker, pid = _blocked(pg_url)
 
-    assert run.code == 2 and "PostgreSQL only" in run.stderr
+    code, out, err = _run_until(["upgrade", *args_for(pg_url, mig), "--pg-lock-timeout", "0.1",
+                                 "--lock-retries", "60"], "(attempt 2/61)", release)
+    blocker.join()
+
+    assert code == 0, err
+    assert "x" in _columns(pg_url, "t1")
+    assert _rows(pg_url, "SELECT what FROM events") == [("before the alter",)]
+    assert _rows(pg_url, "SELECT version_num FROM alembic_version") == [("alter",)]
+    assert f"alter waiting for a lock on t1 held by pid {pid} (report-query" in err
+
+
+def test_a_revision_that_ended_its_own_transaction_is_not_retried(pg_url, tmp_path):
+    body = ("op.execute(\"INSERT INTO events VALUES ('before the commit')\")\n"
+            'op.execute("COMMIT")\n'
+            'op.add_column("t1", sa.Column("x", sa.Integer))')
+    mig = _project(tmp_path, pg_url, body, at="r001")
+    release, blocker, _ = _blocked(pg_url)
+
+    code, out, err = _run_until(["upgrade", *args_for(pg_url, mig), "--pg-lock-timeout", "0.1",
+                                 "--lock-retries", "20"], "never", release)
+    blocker.join()
+
+    assert code == 6, err
+    assert "attempt" not in err
+    assert "not retried: the revision ended its own transaction (COMMIT)" in err
+    assert "half-applied" in err
+    # the COMMIT made the insert permanent: a retry would have inserted it twice
+    assert _rows(pg_url, "SELECT what FROM events") == [("before the commit",)]
+
+
+def test_a_revision_that_is_not_blocked_costs_no_statement_for_being_retryable(
+        pg_url, tmp_path):
+    mig = write_project(tmp_path, chain(4))
+    (mig / "env.py").write_text(STATEMENT_LOG_ENV)
+    log = tmp_path / "statements.log"
+
+    run = migrategate("upgrade", *args_for(pg_url, mig), "--lock-retries", "5",
+                      env={"STATEMENT_LOG": str(log)})
+
+    assert run.code == 0, run.output
+    statements = log.read_text().splitlines()
+    # only the run's first revision shares its transaction with the version table's
+    # creation, so only it runs after a SAVEPOINT; no SET LOCAL: the session has the timeout
+    assert sum(s.startswith("SAVEPOINT") for s in statements) == 1
+    assert not [s for s in statements if "lock_timeout" in s]
+
+
+def test_without_a_pg_lock_timeout_retries_start_at_one_second(pg_url, tmp_path):
+    mig = _project(tmp_path, pg_url, 'op.add_column("t1", sa.Column("x", sa.Integer))')
+    release, blocker, _ = _blocked(pg_url)
+
+    code, out, err = _run_until(["upgrade", *args_for(pg_url, mig), "--lock-retries", "1"],
+                                "never", release)
+    blocker.join()
+
+    assert code == 6, err  # two attempts (1 s, 2 s) timed out: the session had a timeout
+    assert "(attempt 1/2)" in err and "x" not in _columns(pg_url, "t1")
+
+
+# ---------------------------------------------------------------- MySQL / MariaDB
+
+def test_mysql_a_blocked_alter_is_retried_until_the_blocker_ends(mariadb_url, tmp_path):
+    mig = _project(tmp_path, mariadb_url, 'op.add_column("t1", sa.Column("x", sa.Integer))')
+    release, blocker, connection_id = _blocked(mariadb_url)
+
+    # lock_wait_timeout 1 s, then 2 s; the blocker lets go after the second attempt
+    code, out, err = _run_until(["upgrade", *args_for(mariadb_url, mig), "--lock-retries", "10"],
+                                "(attempt 2/11)", release)
+    blocker.join()
+
+    assert code == 0, err
+    assert "x" in _columns(mariadb_url, "t1")
+    assert "alter waiting for a lock on t1 held by one of the sessions with an open " \
+           f"transaction: connection {connection_id} " in err
+
+
+def test_mysql_a_revision_that_already_changed_something_is_not_retried(
+        mariadb_url, tmp_path):
+    body = ("op.execute(\"INSERT INTO events VALUES ('before the alter')\")\n"
+            'op.add_column("t1", sa.Column("x", sa.Integer))')
+    mig = _project(tmp_path, mariadb_url, body)
+    release, blocker, _ = _blocked(mariadb_url)
+
+    code, out, err = _run_until(["upgrade", *args_for(mariadb_url, mig),
+                                 "--mysql-lock-wait-timeout", "1", "--lock-retries", "10"],
+                                "never", release)
+    blocker.join()
+
+    assert code == 6, err
+    assert "attempt" not in err
+    assert "not retried: 'INSERT INTO events VALUES ('before the alter')' of this revision " \
+           "had already committed" in err
+    # why: the ALTER's implicit commit made the INSERT permanent before it waited
+    assert _rows(mariadb_url, "SELECT what FROM events") == [("before the alter",)]
+    assert "x" not in _columns(mariadb_url, "t1")
+
+
+def test_mysql_spent_attempts_exit_6_naming_the_blocking_session(mariadb_url, tmp_path):
+    mig = _project(tmp_path, mariadb_url, 'op.add_column("t1", sa.Column("x", sa.Integer))')
+    release, blocker, connection_id = _blocked(mariadb_url)
+
+    code, out, err = _run_until(["upgrade", *args_for(mariadb_url, mig),
+                                 "--mysql-lock-wait-timeout", "1", "--lock-retries", "1"],
+                                "never", release)
+    blocker.join()
+
+    assert code == 6, err
+    assert "[MySQL error 1205]" in err
+    assert f"every lock-retry attempt timed out waiting for a lock on t1 held by one of the " \
+           f"sessions with an open transaction: connection {connection_id} " in err
+
+
+@pytest.mark.parametrize("url, flags, message", [
+    ("sqlite:///{tmp}/x.db", ["--lock-retries", "3"],
+     "--lock-retries (flag --lock-retries) works on PostgreSQL and MySQL/MariaDB only"),
+    ("postgresql://u@127.0.0.1:1/x", ["--mysql-lock-wait-timeout", "2"],
+     "--mysql-lock-wait-timeout (flag --mysql-lock-wait-timeout) works on MySQL/MariaDB only"),
+    ("mysql+pymysql://u@127.0.0.1:1/x", ["--pg-lock-timeout", "2"],
+     "--pg-lock-timeout (flag --pg-lock-timeout) works on PostgreSQL only"),
+    ("mysql+pymysql://u@127.0.0.1:1/x", ["--statement-timeout", "2"],
+     "--statement-timeout (flag --statement-timeout) works on PostgreSQL only"),
+])
+def test_an_option_the_database_would_ignore_is_refused(url, flags, message, tmp_path):
+    run = migrategate("upgrade", *args_for(url.format(tmp=tmp_path),
+                                           write_project(tmp_path, chain(1))), *flags)
+
+    assert run.code == 2, run.output
+    assert message in run.stderr
 
 
 def test_statement_timeout_stops_a_runaway_statement(pg_url, tmp_path):

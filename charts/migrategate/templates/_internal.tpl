@@ -166,6 +166,9 @@ The migrategate source files. Inside this chart: .Files; from a parent chart:
 {{- if not (kindIs "invalid" $u.pgLockTimeout) -}}
 {{- $args = concat $args (list "--pg-lock-timeout" (toString $u.pgLockTimeout)) -}}
 {{- end -}}
+{{- if not (kindIs "invalid" $u.mysqlLockWaitTimeout) -}}
+{{- $args = concat $args (list "--mysql-lock-wait-timeout" (toString $u.mysqlLockWaitTimeout)) -}}
+{{- end -}}
 {{- if $u.lockRetries -}}
 {{- $args = concat $args (list "--lock-retries" (toString $u.lockRetries)) -}}
 {{- end -}}
