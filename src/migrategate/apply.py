@@ -94,6 +94,9 @@ class _Steps:
         self.txn_statements += 1
         if _ENDS.match(statement):  # op.execute("COMMIT"): no SQLAlchemy event says so
             self.ends += 1
+        elif self.txn_statements > 1 and self.txn_revision == self.current and \
+                _driver_idle(conn):  # the DBAPI connection's own commit() since the last one
+            self.ends += 1
 
     def executed(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         """MySQL: a completed statement that changed something (DDL commits at once)."""
@@ -200,6 +203,20 @@ _READS = ("SELECT", "SHOW", "SET", "DESCRIBE", "DESC", "EXPLAIN")
 _DDL = ("CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE")
 _ENDS = re.compile(r"\s*(COMMIT|END|ABORT|ROLLBACK(?!\s+(WORK\s+|TRANSACTION\s+)?TO\b))\b",
                    re.IGNORECASE)
+
+
+def _driver_idle(conn: Any) -> bool:
+    """psycopg 2 or 3 says no transaction is open (a C call, no round trip); False elsewhere.
+
+    Inside a transaction that already ran a statement, this means the
+    transaction ended behind SQLAlchemy's back."""
+    dbapi = dbapi_connection(conn)
+    status = getattr(dbapi, "get_transaction_status", None)
+    if status is not None:  # psycopg2: TRANSACTION_STATUS_IDLE == 0
+        return bool(status() == 0)
+    info = getattr(dbapi, "info", None)
+    state = getattr(info, "transaction_status", None)
+    return state is not None and getattr(state, "name", "") == "IDLE"
 
 
 def _first_word(statement: str) -> str:
@@ -312,6 +329,7 @@ def _with_lock_retries(migration_fn: Callable[..., Any], steps: _Steps, settings
                     raise
                 waited_for = steps.last_statement  # before the rollback replaces it
                 undo()
+                steps.txn_statements = 0  # the driver is idle now, and rightly so
                 steps.retrying(attempt, retries + 1, waited_for)
                 guard.check()
                 time.sleep(pause_before(attempt))

@@ -187,6 +187,25 @@ def test_a_revision_that_ended_its_own_transaction_is_not_retried(pg_url, tmp_pa
     assert _rows(pg_url, "SELECT what FROM events") == [("before the commit",)]
 
 
+def test_a_revision_that_committed_through_the_driver_is_not_retried(pg_url, tmp_path):
+    # the DBAPI connection's own commit() fires no SQLAlchemy event; the driver's
+    # transaction status before the next statement gives it away
+    body = ("op.execute(\"INSERT INTO events VALUES ('before the commit')\")\n"
+            "op.get_bind().connection.commit()\n"
+            'op.add_column("t1", sa.Column("x", sa.Integer))')
+    mig = _project(tmp_path, pg_url, body, at="r001")
+    release, blocker, _ = _blocked(pg_url)
+
+    code, out, err = _run_until(["upgrade", *args_for(pg_url, mig), "--pg-lock-timeout", "0.1",
+                                 "--lock-retries", "20"], "never", release)
+    blocker.join()
+
+    assert code == 6, err
+    assert "attempt" not in err
+    assert "not retried: the revision ended its own transaction (COMMIT)" in err
+    assert _rows(pg_url, "SELECT what FROM events") == [("before the commit",)]
+
+
 def test_a_revision_that_is_not_blocked_costs_no_statement_for_being_retryable(
         pg_url, tmp_path):
     mig = write_project(tmp_path, chain(4))
