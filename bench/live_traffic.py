@@ -453,8 +453,8 @@ def chart(runs: List[Dict], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=3, help="repetitions per runner (default 3)")
-    ap.add_argument("--chain-reps", type=int, default=9,
-                    help="runs per chain size for the overhead ratio (default 9)")
+    ap.add_argument("--chain-reps", type=int, default=15,
+                    help="runs per chain size for the overhead ratio (default 15)")
     ap.add_argument("--skip-traffic", action="store_true",
                     help="only the overhead measures (statements, chains)")
     ap.add_argument("--out", default=str(ROOT / "docs"), help="where the JSON and PNG go")

@@ -297,7 +297,11 @@ def _with_lock_retries(migration_fn: Callable[..., Any], steps: _Steps, settings
         return lambda: conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
 
     def retryable(exc: BaseException, attempt: int, ends: int) -> bool:
-        if category(exc) != "lock-timeout" or attempt > retries or steps.partial:
+        if category(exc) != "lock-timeout" or steps.partial:
+            return False
+        if attempt > retries:
+            if mysql and not steps.written and _first_word(steps.last_statement) in _DDL:
+                steps.not_retried("spent", "")  # and it had changed nothing: say so
             return False
         if steps.ends != ends:  # the revision ended a transaction itself: part of it stays
             steps.not_retried("ended", "")

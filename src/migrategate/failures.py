@@ -144,9 +144,13 @@ def _from_record(record: Dict[str, Any], run: Run, backend: str) -> MigrategateE
                                           if run.messages.get(revision) else "")
         at = " at COMMIT" if revision in run.ran else ""
         left = _left(run, revision, backend)
-        if run.not_retried and run.not_retried[0] == "ended":
+        why_not, not_retried_at = run.not_retried or ("", "")
+        if why_not == "ended":
             left = ("what it did before its own COMMIT stays applied: the revision is "
                     "half-applied, run 'migrategate doctor'")
+        elif why_not == "spent":  # MySQL: only reads ran before the DDL that timed out
+            left = ("it had changed nothing when its DDL statement timed out: nothing of it "
+                    "is applied")
         if kind == dberrors.PRIVILEGE:
             return PermissionDenied(f"{label} failed{at}{code}: {reason}",
                                     f"grant the migration user the privilege it needs; {left}",
@@ -159,8 +163,8 @@ def _from_record(record: Dict[str, Any], run: Run, backend: str) -> MigrategateE
         if kind == dberrors.LOCK_TIMEOUT and run.blocker:
             hint = (f"every lock-retry attempt timed out waiting for {run.blocker}; end that "
                     "session or retry at a quieter time. " + hint)
-        elif kind == dberrors.LOCK_TIMEOUT and run.not_retried:
-            hint = f"not retried: {_why_not_retried(*run.not_retried, backend)}. " + hint
+        elif kind == dberrors.LOCK_TIMEOUT and why_not not in ("", "spent"):
+            hint = f"not retried: {_why_not_retried(why_not, not_retried_at, backend)}. " + hint
         elif kind == dberrors.LOCK_TIMEOUT:
             hint = ("a table it needs is locked by another transaction (lock timeout "
                     "reached); find the blocker in pg_stat_activity / SHOW PROCESSLIST, or "

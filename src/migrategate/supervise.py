@@ -54,7 +54,8 @@ class Run:
         self.lost: Optional[str] = None
         self.signalled: Optional[int] = None
         self.blocker: Optional[str] = None  # the last session a lock retry waited for
-        #: why a lock timeout was not retried: ("committed" | "not-ddl" | "ended", statement)
+        #: why a lock timeout was not (or no more) retried:
+        #: ("committed" | "not-ddl" | "ended" | "spent", statement)
         self.not_retried: Optional[Tuple[str, str]] = None
 
 
@@ -156,6 +157,7 @@ class Supervisor:
         elif kind == "started":
             run.current = event["revision"]
             run.started = time.monotonic()
+            run.not_retried = None  # a fact about one revision only
         elif kind == "ran":
             run.ran.add(event["revision"])
         elif kind == "committed":

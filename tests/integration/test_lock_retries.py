@@ -37,6 +37,18 @@ def _blocked(url):
     return release, thread, session[0]
 
 
+def _upgrade_while_blocked(url, mig, *flags, release_on="never"):
+    """``upgrade`` while a blocker reads t1; the blocker lets go once stderr shows
+    ``release_on`` (or the run ends). Returns (exit code, stderr, the blocker's session id)."""
+    release, blocker, session = _blocked(url)
+    try:
+        code, _, err = _run_until(["upgrade", *args_for(url, mig), *flags], release_on, release)
+    finally:
+        release.set()
+        blocker.join()
+    return code, err, session
+
+
 def _run_until(args, line_wanted, release):
     """Run the CLI; release the blocker once stderr shows ``line_wanted`` (or it exits)."""
     proc = spawn(*args)
@@ -102,12 +114,10 @@ def test_blocked_alter_is_retried_until_the_blocker_ends_and_applied_once(pg_url
     body = ("op.execute(\"INSERT INTO events VALUES ('before the alter')\")\n"
             'op.add_column("t1", sa.Column("x", sa.Integer))')
     mig = _project(tmp_path, pg_url, body)
-    release, blocker, _ = _blocked(pg_url)
 
     # the blocker lets go once the second attempt has timed out too
-    code, out, err = _run_until(["upgrade", *args_for(pg_url, mig), "--pg-lock-timeout", "0.1",
-                                 "--lock-retries", "60"], "(attempt 2/61)", release)
-    blocker.join()
+    code, err, _ = _upgrade_while_blocked(pg_url, mig, "--pg-lock-timeout", "0.1",
+                                          "--lock-retries", "60", release_on="(attempt 2/61)")
 
     assert code == 0, err
     assert "x" in _columns(pg_url, "t1")
@@ -119,11 +129,9 @@ def test_blocked_alter_is_retried_until_the_blocker_ends_and_applied_once(pg_url
 
 def test_spent_attempts_exit_6_naming_the_blocking_session(pg_url, tmp_path):
     mig = _project(tmp_path, pg_url, 'op.add_column("t1", sa.Column("x", sa.Integer))')
-    release, blocker, _ = _blocked(pg_url)
 
-    code, out, err = _run_until(["upgrade", *args_for(pg_url, mig), "--pg-lock-timeout", "0.1",
-                                 "--lock-retries", "2"], "never", release)
-    blocker.join()
+    code, err, _ = _upgrade_while_blocked(pg_url, mig, "--pg-lock-timeout", "0.1",
+                                          "--lock-retries", "2")
 
     assert code == 6, err
     assert "(attempt 2/3)" in err
@@ -137,11 +145,9 @@ def test_a_revision_that_committed_part_way_is_not_retried(pg_url, tmp_path):
             '    op.execute("CREATE INDEX CONCURRENTLY ix_events ON events (what)")\n'
             'op.add_column("t1", sa.Column("x", sa.Integer))')
     mig = _project(tmp_path, pg_url, body)
-    release, blocker, _ = _blocked(pg_url)
 
-    code, out, err = _run_until(["upgrade", *args_for(pg_url, mig), "--pg-lock-timeout", "0.1",
-                                 "--lock-retries", "20"], "never", release)
-    blocker.join()
+    code, err, _ = _upgrade_while_blocked(pg_url, mig, "--pg-lock-timeout", "0.1",
+                                          "--lock-retries", "20")
 
     assert code == 6, err
     assert "attempt" not in err  # committed statements can't be rolled back: no retry
@@ -155,11 +161,9 @@ def test_a_blocked_revision_after_the_first_is_retried_as_its_whole_transaction(
     body = ("op.execute(\"INSERT INTO events VALUES ('before the alter')\")\n"
             'op.add_column("t1", sa.Column("x", sa.Integer))')
     mig = _project(tmp_path, pg_url, body, at="r001")
-    release, blocker, pid = _blocked(pg_url)
 
-    code, out, err = _run_until(["upgrade", *args_for(pg_url, mig), "--pg-lock-timeout", "0.1",
-                                 "--lock-retries", "60"], "(attempt 2/61)", release)
-    blocker.join()
+    code, err, pid = _upgrade_while_blocked(pg_url, mig, "--pg-lock-timeout", "0.1",
+                                            "--lock-retries", "60", release_on="(attempt 2/61)")
 
     assert code == 0, err
     assert "x" in _columns(pg_url, "t1")
@@ -168,41 +172,26 @@ def test_a_blocked_revision_after_the_first_is_retried_as_its_whole_transaction(
     assert f"alter waiting for a lock on t1 held by pid {pid} (report-query" in err
 
 
-def test_a_revision_that_ended_its_own_transaction_is_not_retried(pg_url, tmp_path):
+@pytest.mark.parametrize("commit", [
+    'op.execute("COMMIT")',
+    # the DBAPI connection's own commit() fires no SQLAlchemy event; the driver's
+    # transaction status before the next statement gives it away
+    "op.get_bind().connection.commit()",
+], ids=["COMMIT statement", "driver commit"])
+def test_a_revision_that_ended_its_own_transaction_is_not_retried(commit, pg_url, tmp_path):
     body = ("op.execute(\"INSERT INTO events VALUES ('before the commit')\")\n"
-            'op.execute("COMMIT")\n'
+            f"{commit}\n"
             'op.add_column("t1", sa.Column("x", sa.Integer))')
     mig = _project(tmp_path, pg_url, body, at="r001")
-    release, blocker, _ = _blocked(pg_url)
 
-    code, out, err = _run_until(["upgrade", *args_for(pg_url, mig), "--pg-lock-timeout", "0.1",
-                                 "--lock-retries", "20"], "never", release)
-    blocker.join()
+    code, err, _ = _upgrade_while_blocked(pg_url, mig, "--pg-lock-timeout", "0.1",
+                                          "--lock-retries", "20")
 
     assert code == 6, err
     assert "attempt" not in err
     assert "not retried: the revision ended its own transaction (COMMIT)" in err
     assert "half-applied" in err
-    # the COMMIT made the insert permanent: a retry would have inserted it twice
-    assert _rows(pg_url, "SELECT what FROM events") == [("before the commit",)]
-
-
-def test_a_revision_that_committed_through_the_driver_is_not_retried(pg_url, tmp_path):
-    # the DBAPI connection's own commit() fires no SQLAlchemy event; the driver's
-    # transaction status before the next statement gives it away
-    body = ("op.execute(\"INSERT INTO events VALUES ('before the commit')\")\n"
-            "op.get_bind().connection.commit()\n"
-            'op.add_column("t1", sa.Column("x", sa.Integer))')
-    mig = _project(tmp_path, pg_url, body, at="r001")
-    release, blocker, _ = _blocked(pg_url)
-
-    code, out, err = _run_until(["upgrade", *args_for(pg_url, mig), "--pg-lock-timeout", "0.1",
-                                 "--lock-retries", "20"], "never", release)
-    blocker.join()
-
-    assert code == 6, err
-    assert "attempt" not in err
-    assert "not retried: the revision ended its own transaction (COMMIT)" in err
+    # the commit made the insert permanent: a retry would have inserted it twice
     assert _rows(pg_url, "SELECT what FROM events") == [("before the commit",)]
 
 
@@ -225,11 +214,8 @@ def test_a_revision_that_is_not_blocked_costs_no_statement_for_being_retryable(
 
 def test_without_a_pg_lock_timeout_retries_start_at_one_second(pg_url, tmp_path):
     mig = _project(tmp_path, pg_url, 'op.add_column("t1", sa.Column("x", sa.Integer))')
-    release, blocker, _ = _blocked(pg_url)
 
-    code, out, err = _run_until(["upgrade", *args_for(pg_url, mig), "--lock-retries", "1"],
-                                "never", release)
-    blocker.join()
+    code, err, _ = _upgrade_while_blocked(pg_url, mig, "--lock-retries", "1")
 
     assert code == 6, err  # two attempts (1 s, 2 s) timed out: the session had a timeout
     assert "(attempt 1/2)" in err and "x" not in _columns(pg_url, "t1")
@@ -239,12 +225,10 @@ def test_without_a_pg_lock_timeout_retries_start_at_one_second(pg_url, tmp_path)
 
 def test_mysql_a_blocked_alter_is_retried_until_the_blocker_ends(mariadb_url, tmp_path):
     mig = _project(tmp_path, mariadb_url, 'op.add_column("t1", sa.Column("x", sa.Integer))')
-    release, blocker, connection_id = _blocked(mariadb_url)
 
     # lock_wait_timeout 1 s, then 2 s; the blocker lets go after the second attempt
-    code, out, err = _run_until(["upgrade", *args_for(mariadb_url, mig), "--lock-retries", "10"],
-                                "(attempt 2/11)", release)
-    blocker.join()
+    code, err, connection_id = _upgrade_while_blocked(mariadb_url, mig, "--lock-retries", "10",
+                                                      release_on="(attempt 2/11)")
 
     assert code == 0, err
     assert "x" in _columns(mariadb_url, "t1")
@@ -257,12 +241,9 @@ def test_mysql_a_revision_that_already_changed_something_is_not_retried(
     body = ("op.execute(\"INSERT INTO events VALUES ('before the alter')\")\n"
             'op.add_column("t1", sa.Column("x", sa.Integer))')
     mig = _project(tmp_path, mariadb_url, body)
-    release, blocker, _ = _blocked(mariadb_url)
 
-    code, out, err = _run_until(["upgrade", *args_for(mariadb_url, mig),
-                                 "--mysql-lock-wait-timeout", "1", "--lock-retries", "10"],
-                                "never", release)
-    blocker.join()
+    code, err, _ = _upgrade_while_blocked(mariadb_url, mig, "--mysql-lock-wait-timeout", "1",
+                                          "--lock-retries", "10")
 
     assert code == 6, err
     assert "attempt" not in err
@@ -275,15 +256,15 @@ def test_mysql_a_revision_that_already_changed_something_is_not_retried(
 
 def test_mysql_spent_attempts_exit_6_naming_the_blocking_session(mariadb_url, tmp_path):
     mig = _project(tmp_path, mariadb_url, 'op.add_column("t1", sa.Column("x", sa.Integer))')
-    release, blocker, connection_id = _blocked(mariadb_url)
 
-    code, out, err = _run_until(["upgrade", *args_for(mariadb_url, mig),
-                                 "--mysql-lock-wait-timeout", "1", "--lock-retries", "1"],
-                                "never", release)
-    blocker.join()
+    code, err, connection_id = _upgrade_while_blocked(mariadb_url, mig,
+                                                      "--mysql-lock-wait-timeout", "1",
+                                                      "--lock-retries", "1")
 
     assert code == 6, err
     assert "[MySQL error 1205]" in err
+    assert "it had changed nothing when its DDL statement timed out: nothing of it is " \
+           "applied" in err
     assert f"every lock-retry attempt timed out waiting for a lock on t1 held by one of the " \
            f"sessions with an open transaction: connection {connection_id} " in err
 
