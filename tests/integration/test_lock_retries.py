@@ -195,6 +195,23 @@ def test_a_revision_that_ended_its_own_transaction_is_not_retried(commit, pg_url
     assert _rows(pg_url, "SELECT what FROM events") == [("before the commit",)]
 
 
+def test_with_single_transaction_a_blocked_revision_is_retried_to_a_savepoint(
+        pg_url, tmp_path):
+    # one transaction for the whole run: rolling it back would undo "log" too
+    body = ("op.execute(\"INSERT INTO events VALUES ('before the alter')\")\n"
+            'op.add_column("t1", sa.Column("x", sa.Integer))')
+    mig = _project(tmp_path, pg_url, body, at="r001")
+
+    code, err, _ = _upgrade_while_blocked(pg_url, mig, "--single-transaction",
+                                          "--pg-lock-timeout", "0.1", "--lock-retries", "60",
+                                          release_on="(attempt 2/61)")
+
+    assert code == 0, err
+    assert "x" in _columns(pg_url, "t1")
+    assert _rows(pg_url, "SELECT what FROM events") == [("before the alter",)]
+    assert _rows(pg_url, "SELECT version_num FROM alembic_version") == [("alter",)]
+
+
 def test_a_revision_that_is_not_blocked_costs_no_statement_for_being_retryable(
         pg_url, tmp_path):
     mig = write_project(tmp_path, chain(4))
