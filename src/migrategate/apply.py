@@ -60,7 +60,7 @@ class _Steps:
         self.txn_statements = 0
         self.local_timeout = False  # a SET LOCAL lock_timeout is in force (PostgreSQL)
         self.wait_timeout: Optional[int] = None  # lock_wait_timeout set on the session (MySQL)
-        self.written: List[str] = []  # MySQL: statements of this revision that changed data
+        self.first_write = ""  # MySQL: this revision's first statement that changed data
         self.ends = 0  # transactions ended on the connection (COMMIT/ROLLBACK, any spelling)
 
     def begin(self, rev: str) -> None:
@@ -69,7 +69,7 @@ class _Steps:
         self.current = rev
         self.started = time.monotonic()
         self.partial = []
-        self.written = []
+        self.first_write = ""
         self.sink({"event": "started", "revision": rev})
 
     def step_done(self, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
@@ -91,6 +91,9 @@ class _Steps:
 
     def executing(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         self.last_statement = statement
+
+    def counting(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        """--lock-retries only: statements per transaction, and transaction ends no event shows."""
         self.txn_statements += 1
         if _ENDS.match(statement):  # op.execute("COMMIT"): no SQLAlchemy event says so
             self.ends += 1
@@ -100,8 +103,8 @@ class _Steps:
 
     def executed(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         """MySQL: a completed statement that changed something (DDL commits at once)."""
-        if not is_read(statement):
-            self.written.append(" ".join(statement.split())[:200])
+        if not self.first_write and not is_read(statement):
+            self.first_write = _one_line(statement)
 
     def transaction_began(self, conn: Any) -> None:
         self.txn_revision, self.txn_statements = self.current, 0
@@ -122,10 +125,10 @@ class _Steps:
     def not_retried(self, why: str, statement: str) -> None:
         """Why a lock timeout was not retried, for the final message."""
         self.sink({"event": "not_retried", "revision": self.current, "why": why,
-                   "statement": " ".join(statement.split())[:200]})
+                   "statement": _one_line(statement)})
 
     def autocommitted(self, statement: str) -> None:
-        self.partial.append(" ".join(statement.split())[:200])
+        self.partial.append(_one_line(statement))
         self.sink({"event": "autocommit", "revision": self.current,
                    "statement": self.partial[-1]})
 
@@ -170,12 +173,15 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
 
             steps.connection = connection
             event.listen(connection, "before_cursor_execute", steps.executing)
-            event.listen(connection, "begin", steps.transaction_began)
-            for ended in ("commit", "rollback"):
-                event.listen(connection, ended, steps.transaction_ended)
-            if connection.engine.url.get_backend_name() in MYSQL:
-                if settings.lock_retries:
+            mysql = connection.engine.url.get_backend_name() in MYSQL
+            if settings.lock_retries:  # the bookkeeping only retries need
+                event.listen(connection, "before_cursor_execute", steps.counting)
+                event.listen(connection, "begin", steps.transaction_began)
+                for ended in ("commit", "rollback"):
+                    event.listen(connection, ended, steps.transaction_ended)
+                if mysql:
                     event.listen(connection, "after_cursor_execute", steps.executed)
+            if mysql:
                 wait = settings.first_lock_timeout
                 if wait is not None:
                     set_wait_timeout(connection, steps, wait)
@@ -217,6 +223,11 @@ def _driver_idle(conn: Any) -> bool:
     info = getattr(dbapi, "info", None)
     state = getattr(info, "transaction_status", None)
     return state is not None and getattr(state, "name", "") == "IDLE"
+
+
+def _one_line(statement: str) -> str:
+    """A statement as one line of at most 200 characters, for messages."""
+    return " ".join(statement.split())[:200]
 
 
 def _first_word(statement: str) -> str:
@@ -300,7 +311,7 @@ def _with_lock_retries(migration_fn: Callable[..., Any], steps: _Steps, settings
         if category(exc) != "lock-timeout" or steps.partial:
             return False
         if attempt > retries:
-            if mysql and not steps.written and _first_word(steps.last_statement) in _DDL:
+            if mysql and not steps.first_write and _first_word(steps.last_statement) in _DDL:
                 steps.not_retried("spent", "")  # and it had changed nothing: say so
             return False
         if steps.ends != ends:  # the revision ended a transaction itself: part of it stays
@@ -308,8 +319,8 @@ def _with_lock_retries(migration_fn: Callable[..., Any], steps: _Steps, settings
             return False
         if not mysql:
             return True
-        if steps.written:
-            steps.not_retried("committed", steps.written[0])
+        if steps.first_write:
+            steps.not_retried("committed", steps.first_write)
             return False
         if _first_word(steps.last_statement) not in _DDL:
             steps.not_retried("not-ddl", steps.last_statement)
