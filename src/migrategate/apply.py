@@ -30,6 +30,7 @@ from .fence import Fence, LockLostHere, dbapi_connection
 from .plan import Plan
 from .settings import Settings
 from .signals import SignalGuard
+from .urls import MYSQL
 
 if TYPE_CHECKING:  # pragma: no cover
     from alembic.config import Config
@@ -200,7 +201,6 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
 
 
 SAVEPOINT = "migrategate_lock_retry"
-MYSQL = ("mysql", "mariadb")
 #: statements that change nothing a retry could repeat (MySQL: what may run before a
 #: retried DDL statement); anything else, or anything we can't classify, counts as a write
 _READS = ("SELECT", "SHOW", "SET", "DESCRIBE", "DESC", "EXPLAIN")

@@ -33,6 +33,7 @@ from .scripts import Graph, load_graph
 from .settings import OPTIONS, Settings
 from .signals import SignalGuard
 from .supervise import Run, Supervisor
+from .urls import MYSQL
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -89,8 +90,8 @@ def _graph(settings: Settings) -> Graph:
 #: options that mean something on one kind of database only, and the kinds
 _DIALECT_OPTIONS = (("pg_lock_timeout", ("postgresql",), "PostgreSQL"),
                     ("statement_timeout", ("postgresql",), "PostgreSQL"),
-                    ("mysql_lock_wait_timeout", ("mysql", "mariadb"), "MySQL/MariaDB"),
-                    ("lock_retries", ("postgresql", "mysql", "mariadb"),
+                    ("mysql_lock_wait_timeout", MYSQL, "MySQL/MariaDB"),
+                    ("lock_retries", ("postgresql",) + MYSQL,
                      "PostgreSQL and MySQL/MariaDB"))
 
 

@@ -17,7 +17,7 @@ from .errors import AuthError, ConfigError, PermissionDenied, UnreachableError
 from .log import Writer, default_writer
 from .retry import Backoff, interruptible
 from .settings import Settings
-from .urls import mask_url
+from .urls import MYSQL, mask_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection, Engine
@@ -52,7 +52,7 @@ def engine_options(settings: Settings, control: bool = True) -> Dict[str, Any]:
         elif driver == "pg8000":
             args["application_name"] = settings.application_name
             args["timeout"] = attempt
-    elif backend in ("mysql", "mariadb"):
+    elif backend in MYSQL:
         if driver in ("pymysql", "mysqldb"):
             args["connect_timeout"] = attempt
             if driver == "pymysql":
@@ -137,7 +137,7 @@ def make_engine(settings: Settings) -> "Engine":
     assert settings.url is not None
     engine = create_engine(settings.url, poolclass=NullPool,
                            connect_args=engine_options(settings))
-    if settings.url.get_backend_name() in ("mysql", "mariadb"):
+    if settings.url.get_backend_name() in MYSQL:
         event.listen(engine, "connect", _after_connect)
     return engine
 

@@ -22,10 +22,11 @@ from .errors import (
     PermissionDenied,
 )
 from .supervise import Run
+from .urls import MYSQL
 
 # Alembic runs DDL outside transactions on these (MySQL commits DDL implicitly; pysqlite
 # never issues BEGIN before DDL), so a failed revision may leave objects behind.
-NON_TRANSACTIONAL_DDL = ("mysql", "mariadb", "sqlite")
+NON_TRANSACTIONAL_DDL = MYSQL + ("sqlite",)
 
 
 def outcome(run: Run, backend: str, other_migrator: Optional[str] = None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 from .errors import ConfigError, LockTimeout
 from .log import Writer, default_writer, timestamp
 from .retry import Backoff
+from .urls import MYSQL
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection
@@ -341,7 +342,7 @@ def lock_for(conn: "Connection", name: str) -> MigrationLock:
     backend = conn.engine.url.get_backend_name()
     if backend == "postgresql":
         return PostgresLock(conn, name)
-    if backend in ("mysql", "mariadb"):
+    if backend in MYSQL:
         return MySQLLock(conn, name)
     if backend == "sqlite":
         return SQLiteFileLock(conn, name)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import ConfigError
 from .redact import register_secret
-from .urls import build_url, url_secrets
+from .urls import MYSQL, build_url, url_secrets
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import URL
@@ -130,7 +130,7 @@ class Settings:
     def first_lock_timeout(self) -> Optional[float]:
         """Migration statements' lock timeout (a retry's first attempt): the one given for
         this database, or 1 s when --lock-retries is on and none was given."""
-        given = (self.mysql_lock_wait_timeout if self.dialect in ("mysql", "mariadb")
+        given = (self.mysql_lock_wait_timeout if self.dialect in MYSQL
                  else self.pg_lock_timeout)
         return float(given) if given is not None else (1.0 if self.lock_retries else None)
 

@@ -18,6 +18,9 @@ from .redact import MASK
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import URL
 
+#: SQLAlchemy backend names of the MySQL family
+MYSQL = ("mysql", "mariadb")
+
 
 def mask_url(url: "URL") -> str:
     return url.render_as_string(hide_password=True)
