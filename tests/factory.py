@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 ENV_PY = '''
 from alembic import context
@@ -185,3 +187,43 @@ def bare_url(url: str) -> str:
     u = sa.engine.make_url(url)
     return sa.engine.URL.create(u.drivername, u.username, None, u.host, u.port, u.database,
                                 u.query).render_as_string(hide_password=False)
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
+               interval: float = 0.1, explain: Callable[[], str] = lambda: "") -> Any:
+    """Poll ``check`` until it returns something truthy (returned), or fail the test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{explain()}")
+
+
+def _hold_table(url: str, release: threading.Event, started: threading.Event,
+                session: List[Any]) -> None:
+    import sqlalchemy as sa
+
+    mysql = url.startswith("mysql")
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=(
+        {"program_name": "report-query"} if mysql else {"application_name": "report-query"}))
+    with engine.connect() as conn:
+        session.append(conn.execute(sa.text(
+            "SELECT CONNECTION_ID()" if mysql else "SELECT pg_backend_pid()")).scalar())
+        conn.execute(sa.text("SELECT * FROM t1"))
+        started.set()
+        release.wait(60)
+        conn.rollback()
+    engine.dispose()
+
+
+def hold_table(url: str) -> Tuple[threading.Event, threading.Thread, Any]:
+    """An application transaction reading t1 (``report-query``) until the returned event is
+    set: ACCESS SHARE on PostgreSQL, a shared metadata lock on MySQL/MariaDB. Returns
+    (release event, its thread, its session id: pid or connection id)."""
+    release, held, session = threading.Event(), threading.Event(), []  # type: ignore[var-annotated]
+    thread = threading.Thread(target=_hold_table, args=(url, release, held, session))
+    thread.start()
+    assert held.wait(30), "the blocker never took its lock"
+    return release, thread, session[0]

@@ -13,11 +13,11 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 
 import pytest
 
-from factory import REPO, Rev, args_for, chain, cli_env, versions, write_project
+from factory import (REPO, Rev, args_for, chain, cli_env, hold_table, versions,
+                     write_project)
 from parity import FIXED, check_case
 
 OLD = ["SQLAlchemy>=1.4,<1.5", "alembic>=1.7,<1.8", "psycopg2-binary", "PyMySQL"]
@@ -129,29 +129,13 @@ def test_autocommit_block_is_still_tracked_on_alembic_17(old_python, pg_url, tmp
     assert versions(pg_url) == ["r001"]
 
 
-def _hold_table(url, held, release):
-    """An application transaction holding ACCESS SHARE on t1 until ``release`` is set."""
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        conn.execute(sa.text("SELECT * FROM t1"))
-        held.set()
-        release.wait(60)
-        conn.rollback()
-    engine.dispose()
-
-
 def test_lock_retries_rerun_the_revision_on_alembic_17(old_python, pg_url, tmp_path):
     """--lock-retries replaces each RevisionStep.migration_fn (docs/alembic-internals.md)."""
     mig = write_project(tmp_path, chain(1) + [
         Rev("alter", "r001", 'op.add_column("t1", sa.Column("x", sa.Integer))', "alter t1")])
     assert old(old_python, "upgrade", *args_for(pg_url, mig), "--to", "r001")[0] == 0
-    held, release = threading.Event(), threading.Event()
-    blocker = threading.Thread(target=_hold_table, args=(pg_url, held, release))
-    blocker.start()
+    release, blocker, _ = hold_table(pg_url)
     try:
-        assert held.wait(10)
         proc = subprocess.Popen([old_python, "-m", "migrategate", "upgrade",
                                  *args_for(pg_url, mig), "--pg-lock-timeout", "0.1",
                                  "--lock-retries", "60"], stderr=subprocess.PIPE,

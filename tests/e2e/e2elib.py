@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -24,6 +23,7 @@ for _path in (HERE, TESTS):
         sys.path.insert(0, str(_path))
 
 import cluster as cluster_mod  # noqa: E402
+from factory import wait_until  # noqa: E402
 
 APP = "migrategate-e2e/app"
 SHOP = "migrategate-e2e/shop"
@@ -66,13 +66,7 @@ class Kube:
 
     def until(self, check: Callable[[], Any], timeout: float, what: str,
               explain: Callable[[], str] = lambda: "") -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = check()
-            if value:
-                return value
-            time.sleep(0.5)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{explain()}")
+        return wait_until(check, timeout, what, interval=0.5, explain=explain)
 
     def job_pods(self, ns: str, job: str) -> List[Dict[str, Any]]:
         return self.list(ns, "pods", f"job-name={job}")

@@ -2,45 +2,18 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import sqlalchemy as sa
 
-from factory import Rev, args_for, chain, migrategate, spawn, write_project
+from factory import Rev, args_for, chain, hold_table, migrategate, spawn, write_project
 
 pytestmark = pytest.mark.slow
-
-
-def _hold_table(url, release, started, session):
-    """An application transaction reading t1 until ``release`` is set: ACCESS SHARE on
-    PostgreSQL, a shared metadata lock on MySQL/MariaDB."""
-    mysql = url.startswith("mysql")
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=(
-        {"program_name": "report-query"} if mysql else {"application_name": "report-query"}))
-    with engine.connect() as conn:
-        session.append(conn.execute(sa.text(
-            "SELECT CONNECTION_ID()" if mysql else "SELECT pg_backend_pid()")).scalar())
-        conn.execute(sa.text("SELECT * FROM t1"))
-        started.set()
-        release.wait(60)
-        conn.rollback()
-    engine.dispose()
-
-
-def _blocked(url):
-    """Start a blocker; returns (release event, thread, the blocker's session id)."""
-    release, held, session = threading.Event(), threading.Event(), []
-    thread = threading.Thread(target=_hold_table, args=(url, release, held, session))
-    thread.start()
-    assert held.wait(30)
-    return release, thread, session[0]
 
 
 def _upgrade_while_blocked(url, mig, *flags, release_on="never"):
     """``upgrade`` while a blocker reads t1; the blocker lets go once stderr shows
     ``release_on`` (or the run ends). Returns (exit code, stderr, the blocker's session id)."""
-    release, blocker, session = _blocked(url)
+    release, blocker, session = hold_table(url)
     try:
         code, _, err = _run_until(["upgrade", *args_for(url, mig), *flags], release_on, release)
     finally:

@@ -16,7 +16,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from factory import Rev, args_for, chain, migrategate, spawn, tables, versions, write_project
+from factory import (Rev, args_for, chain, migrategate, spawn, tables, versions, wait_until,
+                     write_project)
 
 pytestmark = pytest.mark.slow
 
@@ -43,16 +44,6 @@ def _scalar(url, statement):
             return conn.execute(sa.text(statement)).scalar()
     finally:
         engine.dispose()
-
-
-def _wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _balance_revisions(slow_sql):
@@ -125,8 +116,8 @@ def test_lock_killed_mid_revision_exits_11_and_commits_nothing_more(backend, req
     mig = write_project(tmp_path, _balance_revisions(sleep))
     runner = spawn("upgrade", *args_for(url, mig), "--json")
     holder = _pg_lock_holder if backend == "postgresql" else _mysql_lock_holder
-    session = _wait_for(lambda: holder(url), what="the runner's lock")
-    _wait_for(lambda: "acct" in tables(url) and versions(url) == ["acct"],
+    session = wait_until(lambda: holder(url), what="the runner's lock")
+    wait_until(lambda: "acct" in tables(url) and versions(url) == ["acct"],
               what="the first revision to commit")
 
     # a DBA (or an idle timer, or a proxy) ends the lock session while x100 runs
@@ -161,7 +152,7 @@ def test_mariadb_rerun_waits_for_a_killed_runners_alter_still_running(mariadb_ur
                                'ALGORITHM=COPY")', "widen")]
     mig = write_project(tmp_path, revs)
     first = spawn("upgrade", *args_for(mariadb_url, mig))
-    _wait_for(lambda: _scalar(mariadb_url, "SELECT count(*) FROM information_schema.PROCESSLIST "
+    wait_until(lambda: _scalar(mariadb_url, "SELECT count(*) FROM information_schema.PROCESSLIST "
                                            "WHERE INFO LIKE 'ALTER TABLE big%'"),
               what="the ALTER to start")
     first.kill()  # SIGKILL: no cleanup of any kind
@@ -186,7 +177,7 @@ def test_a_migrator_that_is_not_migrategate_racing_us_is_named(pg_url, tmp_path)
                            "slow")]
     mig = write_project(tmp_path, revs)
     runner = spawn("upgrade", *args_for(pg_url, mig))
-    _wait_for(lambda: versions(pg_url) == ["r001"], what="r001")
+    wait_until(lambda: versions(pg_url) == ["r001"], what="r001")
     # e.g. Dify's own 'flask upgrade-db' left enabled: it moves alembic_version itself
     _execute(pg_url, "SET application_name = 'flask-upgrade-db'",
              "UPDATE alembic_version SET version_num = 'r002'")
@@ -210,23 +201,17 @@ def _hostile_env(tmp_path, code_before_migrating):
     return mig
 
 
-def test_env_py_os_exit_0_cannot_fake_success(pg_url, tmp_path):
-    mig = _hostile_env(tmp_path, "os._exit(0)")
+@pytest.mark.parametrize("exit_call, named", [
+    ("os._exit(0)", "exited with status 0 without finishing"),
+    ("sys.exit(0)", "called sys.exit(0)"),
+])
+def test_env_py_exiting_0_cannot_fake_success(exit_call, named, pg_url, tmp_path):
+    mig = _hostile_env(tmp_path, exit_call)
 
     run = migrategate("upgrade", *args_for(pg_url, mig))
 
     assert run.code == 6, run.output
-    assert "exited with status 0 without finishing" in run.stderr
-    assert versions(pg_url) == []
-
-
-def test_env_py_sys_exit_0_cannot_fake_success(pg_url, tmp_path):
-    mig = _hostile_env(tmp_path, "sys.exit(0)")
-
-    run = migrategate("upgrade", *args_for(pg_url, mig))
-
-    assert run.code == 6, run.output
-    assert "called sys.exit(0)" in run.stderr
+    assert named in run.stderr
     assert versions(pg_url) == []
 
 
@@ -421,7 +406,7 @@ def test_sigterm_ends_wait_at_once_while_the_server_is_silent(scheme, tmp_path):
     try:
         proc = spawn("wait", *args_for(f"{scheme}://u:p@127.0.0.1:{listener.port}/db", mig),
                      "--timeout", "120")
-        _wait_for(lambda: listener.conns, what="the first connection attempt")
+        wait_until(lambda: listener.conns, what="the first connection attempt")
         time.sleep(0.3)  # inside the driver's blocking connect now
         proc.send_signal(signal.SIGTERM)
         try:
@@ -443,7 +428,7 @@ def test_losing_the_connection_while_waiting_for_the_lock_is_exit_3(pg_url, tmp_
     holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": pg_lock_key("migrategate")})
     try:
         runner = spawn("upgrade", *args_for(pg_url, mig), "--lock-timeout", "60")
-        _wait_for(lambda: _execute(pg_url, "SELECT pid FROM pg_stat_activity WHERE "
+        wait_until(lambda: _execute(pg_url, "SELECT pid FROM pg_stat_activity WHERE "
                                            "application_name LIKE 'migrategate:%'")[0],
                   what="the runner's session")
         time.sleep(0.5)
