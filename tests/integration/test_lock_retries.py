@@ -244,6 +244,23 @@ def test_mysql_a_revision_that_already_changed_something_is_not_retried(
     assert "x" not in _columns(mariadb_url, "t1")
 
 
+def test_mysql_a_dml_statement_that_timed_out_is_not_retried(mariadb_url, tmp_path):
+    mig = _project(tmp_path, mariadb_url,
+                   "op.execute(\"INSERT INTO t1 (id, name) VALUES (1, 'row')\")")
+    engine = sa.create_engine(mariadb_url, poolclass=sa.pool.NullPool)
+    with engine.connect() as blocker:  # an exclusive metadata lock: the INSERT waits on it
+        blocker.execute(sa.text("LOCK TABLES t1 WRITE"))
+        run = migrategate("upgrade", *args_for(mariadb_url, mig), "--lock-retries", "5")
+        blocker.execute(sa.text("UNLOCK TABLES"))
+    engine.dispose()
+
+    assert run.code == 6, run.output
+    assert "[MySQL error 1205]" in run.stderr
+    assert "attempt" not in run.stderr
+    assert "not retried: 'INSERT INTO t1 (id, name) VALUES (1, 'row')' is not DDL" in run.stderr
+    assert _rows(mariadb_url, "SELECT count(*) FROM t1") == [(0,)]
+
+
 def test_mysql_spent_attempts_exit_6_naming_the_blocking_session(mariadb_url, tmp_path):
     mig = _project(tmp_path, mariadb_url, 'op.add_column("t1", sa.Column("x", sa.Integer))')
 
