@@ -1,5 +1,8 @@
 """Loading the revision graph: read statically where possible, else through Alembic's loader.
 
+Alembic's loader executes every revision module (app code), so it only ever runs
+in a child process (graphchild.py), never in the process that decides the exit code.
+
 ``verify``, ``status``, ``wait`` and a no-op ``upgrade`` only need revision ids
 and edges. For the usual layout these are read from the files with ``ast``
 (revfile.py) without importing Alembic, the revision files or the app. Any
@@ -32,7 +35,7 @@ __all__ = ["Graph", "Location", "Revision", "graph_from_script", "load_graph", "
 
 def load_graph(settings: Settings, config: Optional["Config"] = None,
                static: bool = True) -> Graph:
-    """The revision graph; static parse first, Alembic's loader when the files need it.
+    """The revision graph; static parse first, Alembic's loader (in a child) when needed.
 
     For the usual layout the static path does not even import Alembic (a
     tenth of a second or more saved on every ``wait``/``verify``/no-op ``upgrade``).
@@ -50,7 +53,9 @@ def load_graph(settings: Settings, config: Optional["Config"] = None,
         revisions = _read_all(version_dirs(script), recursive)
         if revisions is not None:
             return Graph(revisions, source="static")
-    return graph_from_script(script)
+    from .graphchild import load_in_child
+
+    return load_in_child(settings)  # Alembic's loader imports app code: never here
 
 
 def _read_all(directories: List[str], recursive: bool) -> Optional[List[Revision]]:
@@ -73,7 +78,9 @@ def _read_all(directories: List[str], recursive: bool) -> Optional[List[Revision
 
 
 def graph_from_script(script: "ScriptDirectory") -> Graph:
-    """Alembic's loader (executes every revision module): the authoritative fallback."""
+    """Alembic's loader (executes every revision module): the authoritative fallback.
+
+    Runs app code: call it only in a child process (graphchild.py)."""
     from alembic.util import CommandError
 
     try:
@@ -109,7 +116,8 @@ def graph_from_script(script: "ScriptDirectory") -> Graph:
             sc.revision, _ids(sc.down_revision),
             # dependencies resolved to ids (labels included) by Alembic's own lookup
             tuple(_resolved(rmap, d) for d in _ids(sc.dependencies)),
-            (), sc.doc or "", str(sc.path),
+            # the labels as written in this file (Alembic's own set also holds inherited ones)
+            _ids(getattr(sc.module, "branch_labels", None)), sc.doc or "", str(sc.path),
         )
         for sc in reversed(scripts)
     ]

@@ -16,8 +16,8 @@ from migrategate.scripts import load_graph, make_config
 from migrategate.settings import Settings
 
 
-def _graph(mig, static=True):
-    return load_graph(Settings(migrations=str(mig)), static=static)
+def _graph(mig, static=True, app_root=None):
+    return load_graph(Settings(migrations=str(mig), app_root=app_root), static=static)
 
 
 def _labelled(rev_id, down, labels=None, depends=None, body="pass"):
@@ -52,9 +52,11 @@ FIXTURES = {
 
 @pytest.mark.parametrize("name", sorted(FIXTURES) + ["rich", "merge", "chain"])
 def test_static_heads_equal_alembics_on_every_fixture(name, tmp_path, monkeypatch):
+    app_root = None
     if name in FIXTURES:
         mig = FIXTURES[name]
-        monkeypatch.syspath_prepend(str(mig.parent))  # difylike revisions import models
+        app_root = str(mig.parent)  # difylike revisions import models
+        monkeypatch.syspath_prepend(app_root)  # for _alembic_heads, in this process
     else:
         mig = write_project(tmp_path, {"rich": RICH, "chain": chain(4), "merge": [
             table_rev("a", None, "ta"), table_rev("b1", "a", "tb1"),
@@ -62,7 +64,7 @@ def test_static_heads_equal_alembics_on_every_fixture(name, tmp_path, monkeypatc
     static = _graph(mig)
     assert static.source == "static"
     assert (static.heads, static.real_heads) == _alembic_heads(mig)
-    loaded = _graph(mig, static=False)
+    loaded = _graph(mig, static=False, app_root=app_root)
     assert loaded.source == "alembic" and loaded.heads == static.heads
     assert set(loaded.revisions) == set(static.revisions)
     for rid, rev in static.revisions.items():

@@ -1,0 +1,154 @@
+"""A history only Alembic can read is read in a child process: revision files are app code.
+
+Most histories are read statically (revfile.py). When one file computes its ids,
+assigns them inside ``if``/``try``, or the directory is sourceless, the history
+goes through Alembic's loader, which imports every revision module and the
+models they import. That is app code, and nothing of the app runs in the process
+whose exit status Kubernetes reads: a module-level ``sys.exit(0)`` there would
+turn ``upgrade`` or ``wait`` into an exit 0 over an empty database.
+
+So the loader runs in ``python -m migrategate.graphchild RESULT``: its stdin is
+the null device, its output goes to a file the parent forwards (redacted), its
+result is a JSON file, and the parent waits only for the process to exit (a
+thread or a background program app code leaves behind can't hold the parent),
+at most :data:`LOAD_SECONDS`. No password is given to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from typing import Any, Dict, List
+
+from .errors import ConfigError, MigrategateError
+from .graph import Graph, Revision
+from .log import Writer, default_writer
+from .settings import Settings
+
+#: How long loading the revision files (and the models they import) may take.
+LOAD_SECONDS = 300.0
+
+
+def load_in_child(settings: Settings, writer: Writer = default_writer) -> Graph:
+    job = {"migrations": settings.migrations, "config": settings.config,
+           "app_root": settings.app_root}
+    with tempfile.TemporaryDirectory(prefix="migrategate-graph-") as tmp:
+        result_path = os.path.join(tmp, "graph.json")
+        output_path = os.path.join(tmp, "output")
+        with open(output_path, "wb") as output:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "migrategate.graphchild", result_path, json.dumps(job)],
+                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                start_new_session=True, env=_env())
+            try:
+                code = proc.wait(timeout=LOAD_SECONDS)
+            except subprocess.TimeoutExpired:
+                code = None
+            finally:
+                _end_group(proc)
+        _forward(output_path, writer)
+        if code is None:
+            raise ConfigError(
+                f"loading the revision files took longer than {LOAD_SECONDS:.0f} s (they "
+                "import app code; something at import time waits)",
+                "run 'alembic history' in the image to see what hangs; nothing was applied")
+        return _graph(result_path, code)
+
+
+def _env() -> Dict[str, str]:
+    import migrategate
+
+    env = dict(os.environ)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(migrategate.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", ""))
+                                        if p)
+    return env
+
+
+def _end_group(proc: "subprocess.Popen[bytes]") -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # nothing of it is left
+
+
+def _forward(path: str, writer: Writer) -> None:
+    with open(path, "rb") as fh:
+        text = fh.read(1 << 20).decode("utf-8", errors="replace")
+    for line in text.splitlines():
+        writer.info(f"| {line}")
+
+
+def _graph(result_path: str, code: int) -> Graph:
+    try:
+        with open(result_path, encoding="utf-8") as fh:
+            result = json.load(fh)
+    except (OSError, ValueError):
+        how = (f"was killed by {signal.Signals(-code).name}" if code < 0
+               else f"exited with status {code}")
+        raise ConfigError(
+            f"the process loading the revision files {how} before it finished (a revision "
+            "file or a module it imports ends the process at import: sys.exit/os._exit?)",
+            "fix the revision file; nothing was applied") from None
+    error = result.get("error")
+    if error:
+        err = MigrategateError(error["message"], error.get("hint"))
+        err.exit_code, err.outcome = int(error["exit_code"]), error["outcome"]
+        raise err
+    revisions = [Revision(r["id"], tuple(r["down"]), tuple(r["depends_on"]),
+                          tuple(r["branch_labels"]), r["message"], r["path"])
+                 for r in result["revisions"]]
+    return Graph(revisions, source="alembic", heads=result["heads"])
+
+
+# ------------------------------------------------------------------ the child
+
+
+def _load(job: Dict[str, Any]) -> Dict[str, Any]:
+    from .location import make_config, script_directory
+    from .runtime import app_paths
+    from .scripts import graph_from_script
+
+    settings = Settings(migrations=job["migrations"], config=job["config"],
+                        app_root=job["app_root"])
+    with app_paths(settings):
+        graph = graph_from_script(script_directory(make_config(settings, with_url=False)))
+    revisions: List[Dict[str, Any]] = [
+        {"id": r.id, "down": list(r.down), "depends_on": list(r.depends_on),
+         "branch_labels": list(r.branch_labels), "message": r.message, "path": r.path}
+        for r in graph.revisions.values()]
+    return {"revisions": revisions, "heads": list(graph.heads)}
+
+
+def main() -> None:
+    result_path, job = sys.argv[1], json.loads(sys.argv[2])
+    try:
+        result = _load(job)
+    except MigrategateError as exc:
+        result = {"error": {"exit_code": exc.exit_code, "outcome": exc.outcome,
+                            "message": exc.message, "hint": exc.hint}}
+    except BaseException as exc:  # noqa: BLE001 - app code at import: reported, exit 2
+        what = (f"called sys.exit({exc.code})" if isinstance(exc, SystemExit)
+                else f"raised {type(exc).__name__}: {exc}")
+        result = {"error": {"exit_code": 2, "outcome": "config-error",
+                            "message": f"a revision file (or a module it imports) {what} "
+                                       "while the revision files were loading",
+                            "hint": "fix the revision file (--debug shows its output); "
+                                    "nothing was applied"}}
+    with open(result_path + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump(result, fh)
+    os.replace(result_path + ".tmp", result_path)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # a thread app code started at import must not keep us alive
+
+
+if __name__ == "__main__":
+    main()
