@@ -19,15 +19,29 @@ where it belongs: failed, not applied.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Tuple
 
 from .dberrors import category, code_of, describe, is_database_error, sqlstate
+from .dialect import dialect_for
 from .errors import MigrategateError
 from .fence import Fence, LockLostHere, dbapi_connection
 from .plan import Plan
+from .protocol import (
+    Committed,
+    Ended,
+    Event,
+    FailureRecord,
+    NotRetried,
+    Ran,
+    Ready,
+    Retry,
+    Started,
+    Statement,
+)
 from .settings import Settings
 from .signals import SignalGuard
 from .urls import MYSQL
@@ -36,22 +50,25 @@ if TYPE_CHECKING:  # pragma: no cover
     from alembic.config import Config
     from sqlalchemy.engine import Connection
 
-Sink = Callable[[Dict[str, Any]], None]
+Sink = Callable[[Event], None]
 
 
 class _Steps:
-    """Tracks the running revision and turns Alembic's callbacks into events."""
+    """Tracks the running revision and turns Alembic's callbacks into events.
 
-    def __init__(self, plan: Plan, sink: Sink, fence: Fence,
-                 settings: Optional[Settings] = None) -> None:
+    The one place in the child that knows which revision runs: the parent learns
+    it from :class:`~migrategate.protocol.Started` and reports failures against it.
+    """
+
+    def __init__(self, plan: Plan, sink: Sink, fence: Fence, settings: Settings) -> None:
         self.settings = settings
-        self.messages = {r.id: r.message for r in plan.pending}
+        self.dialect = dialect_for(settings.dialect)
         self.sink = sink
         self.fence = fence
         self.connection: Optional["Connection"] = None
         self.current: Optional[str] = None
         self.started = 0.0
-        self.finished: List[Dict[str, Any]] = []  # ran, not yet known to be committed
+        self.finished: List[str] = []  # ran, not yet known to be committed
         self.partial: List[str] = []  # statements committed by autocommit blocks
         self.last_statement = ""
         # which revision the connection's transaction began in, and how many statements
@@ -63,6 +80,8 @@ class _Steps:
         self.wait_timeout: Optional[int] = None  # lock_wait_timeout set on the session (MySQL)
         self.first_write = ""  # MySQL: this revision's first statement that changed data
         self.ends = 0  # transactions ended on the connection (COMMIT/ROLLBACK, any spelling)
+        self.ended_by_revision = False  # the running revision ended a transaction itself
+        self.in_autocommit = False  # inside Alembic's autocommit_block(): the driver commits
 
     def begin(self, rev: str) -> None:
         self.settle()
@@ -71,41 +90,45 @@ class _Steps:
         self.started = time.monotonic()
         self.partial = []
         self.first_write = ""
-        self.sink({"event": "started", "revision": rev})
+        self.ended_by_revision = False
+        self.sink(Started(rev))
 
     def step_done(self, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         """Alembic's on_version_apply: inside the revision's transaction, before COMMIT."""
         self.fence.before_commit(ctx.connection)
         rev = step.up_revision_id
-        self.finished.append({"revision": rev, "message": self.messages.get(rev, ""),
-                              "seconds": round(time.monotonic() - self.started, 3)})
-        self.sink({"event": "ran", "revision": rev})
+        self.finished.append(rev)
+        self.sink(Ran(rev, round(time.monotonic() - self.started, 3)))
+        self.current = None  # what runs next (COMMIT, the version row) is no longer its code
 
     def settle(self) -> None:
         """Report the finished steps as committed once the connection left its transaction."""
         conn = self.connection
         if not self.finished or conn is None or conn.in_transaction():
             return
-        self.sink({"event": "committed", "revisions": self.finished})
+        self.sink(Committed(tuple(self.finished)))
         self.finished = []
-        self.current = None
 
     def executing(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        self.last_statement = statement
+        """Every statement: remember it, and notice a transaction ended behind our back.
 
-    def counting(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        """--lock-retries only: statements per transaction, and transaction ends no event shows."""
+        Always on, not only with --lock-retries: a revision that ran its own COMMIT
+        and then failed must never be reported as rolled back whole."""
+        self.last_statement = statement
         self.txn_statements += 1
-        if _ENDS.match(statement):  # op.execute("COMMIT"): no SQLAlchemy event says so
-            self.ends += 1
+        if ends_transaction(statement):  # op.execute("COMMIT"), "…; COMMIT AND CHAIN"
+            self._ended(statement)
         elif self.txn_statements > 1 and self.txn_revision == self.current and \
-                _driver_idle(conn):  # the DBAPI connection's own commit() since the last one
-            self.ends += 1
+                self.current is not None and not self.in_autocommit and _driver_idle(conn):
+            self._ended("the driver's own commit()")  # no SQLAlchemy event says so
 
     def executed(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        """MySQL: a completed statement that changed something (DDL commits at once)."""
-        if not self.first_write and not is_read(statement):
+        """Where DDL is not transactional: a completed write of the running revision."""
+        if self.current is None or self.in_autocommit or is_read(statement):
+            return
+        if not self.first_write:
             self.first_write = _one_line(statement)
+        self.sink(Statement(self.current, _one_line(statement), kind=_write_kind(conn, statement)))
 
     def transaction_began(self, conn: Any) -> None:
         self.txn_revision, self.txn_statements = self.current, 0
@@ -114,24 +137,27 @@ class _Steps:
         self.txn_revision, self.local_timeout = None, False
         self.ends += 1
 
+    def _ended(self, statement: str) -> None:
+        self.ends += 1
+        if self.current is not None:
+            self.ended_by_revision = True
+            self.sink(Ended(self.current, _one_line(statement)))
+
     def fresh_transaction(self) -> bool:
         """Did the connection's transaction begin in this revision, with nothing run yet?"""
         return (self.current is not None and self.txn_revision == self.current
                 and self.txn_statements == 0)
 
     def retrying(self, attempt: int, attempts: int, statement: str) -> None:
-        self.sink({"event": "retry", "revision": self.current, "attempt": attempt,
-                   "attempts": attempts, "blocker": _blocker(self.connection, statement)})
+        self.sink(Retry(self.current, attempt, attempts, _blocker(self.connection, statement)))
 
     def not_retried(self, why: str, statement: str) -> None:
         """Why a lock timeout was not retried, for the final message."""
-        self.sink({"event": "not_retried", "revision": self.current, "why": why,
-                   "statement": _one_line(statement)})
+        self.sink(NotRetried(self.current, why, _one_line(statement)))
 
     def autocommitted(self, statement: str) -> None:
         self.partial.append(_one_line(statement))
-        self.sink({"event": "autocommit", "revision": self.current,
-                   "statement": self.partial[-1]})
+        self.sink(Statement(self.current, self.partial[-1], kind="autocommit"))
 
 
 def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
@@ -173,20 +199,20 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
             from sqlalchemy import event
 
             steps.connection = connection
+            backend = connection.engine.url.get_backend_name()
+            # transaction ends are tracked on every run: a revision that committed part
+            # of itself must be reported so, and never retried
             event.listen(connection, "before_cursor_execute", steps.executing)
-            mysql = connection.engine.url.get_backend_name() in MYSQL
-            if settings.lock_retries:  # the bookkeeping only retries need
-                event.listen(connection, "before_cursor_execute", steps.counting)
-                event.listen(connection, "begin", steps.transaction_began)
-                for ended in ("commit", "rollback"):
-                    event.listen(connection, ended, steps.transaction_ended)
-                if mysql:
-                    event.listen(connection, "after_cursor_execute", steps.executed)
-            if mysql:
+            event.listen(connection, "begin", steps.transaction_began)
+            for ended in ("commit", "rollback"):
+                event.listen(connection, ended, steps.transaction_ended)
+            if not dialect_for(backend).transactional_ddl:
+                event.listen(connection, "after_cursor_execute", steps.executed)
+            if backend in MYSQL:
                 wait = settings.first_lock_timeout
                 if wait is not None:
                     set_wait_timeout(connection, steps, wait)
-            sink({"event": "ready", "session": fence.attach(connection)})
+            sink(Ready(fence.attach(connection)))
             _watch_cancel(connection, guard)
         configure_as_written(connection=connection, **kw)
 
@@ -197,7 +223,7 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
         script.run_env()
     steps.settle()
     if steps.finished:  # env.py holds an outer transaction: committed when it returned
-        sink({"event": "committed", "revisions": steps.finished})
+        sink(Committed(tuple(steps.finished)))
 
 
 SAVEPOINT = "migrategate_lock_retry"
@@ -207,8 +233,35 @@ _READS = ("SELECT", "SHOW", "SET", "DESCRIBE", "DESC", "EXPLAIN")
 #: MySQL statements that commit implicitly before they run (and so leave no transaction
 #: of ours open when they fail): the only statements a MySQL retry repeats
 _DDL = ("CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE")
-_ENDS = re.compile(r"\s*(COMMIT|END|ABORT|ROLLBACK(?!\s+(WORK\s+|TRANSACTION\s+)?TO\b))\b",
-                   re.IGNORECASE)
+_END_WORD = r"(COMMIT|END|ABORT|ROLLBACK(?!\s+(WORK\s+|TRANSACTION\s+)?TO\b))\b"
+_ENDS = re.compile(r"\s*" + _END_WORD, re.IGNORECASE)
+#: a later statement of a multi-statement string that ends the transaction
+#: ("INSERT …; COMMIT AND CHAIN", "INSERT …; COMMIT; BEGIN")
+_ENDS_LATER = re.compile(r";\s*" + _END_WORD, re.IGNORECASE)
+#: quoted text, where a COMMIT is not a statement (function bodies, string literals)
+_QUOTED = re.compile(r"\$(\w*)\$.*?\$\1\$|'(?:[^']|'')*'", re.DOTALL)
+
+
+def ends_transaction(statement: str) -> bool:
+    """Does this statement (or a later one in the same string) end the transaction?
+
+    Cheap on the hot path: the multi-statement check runs only when there is a
+    ``;``. Errs towards "yes" (a revision is then not retried and is reported as
+    possibly half-applied), never towards "no"."""
+    if _ENDS.match(statement):
+        return True
+    if ";" not in statement:
+        return False
+    return bool(_ENDS_LATER.search(_QUOTED.sub("''", statement)))
+
+
+def _write_kind(conn: Any, statement: str) -> str:
+    """"ddl" when this completed statement committed itself and all before it (MySQL
+    DDL; SQLite with no transaction open after it), else "dml" (undone by a rollback)."""
+    if conn.engine.url.get_backend_name() in MYSQL:
+        return "ddl" if _first_word(statement) in _DDL else "dml"
+    dbapi = dbapi_connection(conn)
+    return "dml" if getattr(dbapi, "in_transaction", False) else "ddl"
 
 
 def _driver_idle(conn: Any) -> bool:
@@ -376,9 +429,11 @@ def _autocommit_blocks(steps: _Steps) -> Iterator[None]:
                 steps.autocommitted(statement)
 
             event.listen(conn, "before_cursor_execute", before)
+            steps.in_autocommit = True
             try:
                 yield
             finally:
+                steps.in_autocommit = False
                 event.remove(conn, "before_cursor_execute", before)
                 if exempt:
                     assert steps.settings is not None and steps.settings.statement_timeout
@@ -472,31 +527,47 @@ def _watch_cancel(connection: "Connection", guard: SignalGuard) -> None:
         guard.add_canceller(dbapi.cancel)
 
 
-def failure_record(exc: BaseException, steps_current: Optional[str],
-                   signum: Optional[int]) -> Dict[str, Any]:
-    """An exception from env.py or a revision, as plain facts for the supervising process."""
-    record: Dict[str, Any] = {
-        "class": type(exc).__name__,
-        "message": describe(exc) if not isinstance(exc, MigrategateError) else exc.message,
-        "category": category(exc),
-        "code": code_of(exc),
-        "sqlstate": sqlstate(exc),
-        "revision": steps_current,
-        "lock_lost": isinstance(exc, LockLostHere),
-        "signal": signum,
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-    }
+def failure_record(exc: BaseException, signum: Optional[int]) -> FailureRecord:
+    """An exception from env.py or a revision, as plain facts for the supervising process.
+
+    Which revision was running is the parent's fact (from the events), not repeated here."""
+    typed = None
     if isinstance(exc, MigrategateError):
-        record["typed"] = {"exit_code": exc.exit_code, "outcome": exc.outcome,
-                           "hint": exc.hint}
+        typed = (exc.exit_code, exc.outcome, exc.hint)
+    where = None
     if isinstance(exc, SyntaxError):
-        record["where"] = f"{exc.filename}, line {exc.lineno}"
+        where = f"{exc.filename}, line {exc.lineno}"
     elif exc.__traceback__ is not None and not is_database_error(exc):
-        frames = traceback.extract_tb(exc.__traceback__)
-        app = [f for f in frames if "/alembic/" not in f.filename
-               and "/sqlalchemy/" not in f.filename and "/migrategate/" not in f.filename
-               and "importlib" not in f.filename]
-        if app:
-            record["where"] = f"{app[-1].filename}, line {app[-1].lineno}"
-    record["database_error"] = is_database_error(exc)
-    return record
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if not _ours(f.filename)]
+        if frames:
+            where = f"{frames[-1].filename}, line {frames[-1].lineno}"
+    return FailureRecord(
+        cls=type(exc).__name__,
+        message=exc.message if isinstance(exc, MigrategateError) else describe(exc),
+        category=category(exc), code=code_of(exc), sqlstate=sqlstate(exc),
+        lock_lost=isinstance(exc, LockLostHere), signal=signum,
+        traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        where=where, database_error=is_database_error(exc), typed=typed)
+
+
+@functools.lru_cache(maxsize=1)
+def _library_dirs() -> Tuple[str, ...]:
+    """Where Alembic, SQLAlchemy, migrategate and the standard library live: frames there
+    are not the app's. By installed location, not by a path that merely contains
+    '/alembic/' (the ``alembic init alembic`` layout keeps revisions under alembic/versions)."""
+    import importlib
+    import os
+
+    dirs = []
+    for name in ("alembic", "sqlalchemy", "migrategate", "importlib"):
+        module = importlib.import_module(name)
+        dirs.append(os.path.dirname(os.path.abspath(str(module.__file__))) + os.sep)
+    dirs.append("<frozen ")
+    return tuple(dirs)
+
+
+def _ours(filename: str) -> bool:
+    import os
+
+    path = filename if filename.startswith("<") else os.path.abspath(filename)
+    return path.startswith(_library_dirs())

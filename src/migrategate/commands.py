@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Set
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple
 
 from . import dberrors, failures
 from .checks import CheckResult, failed, run_checks
 from .connect import blocking, connect, make_engine, server_version
+from .dialect import dialect_for
 from .errors import (
     ConfigError,
     DatabaseError,
@@ -32,7 +33,8 @@ from .runtime import app_paths
 from .scripts import Graph, load_graph
 from .settings import OPTIONS, Settings
 from .signals import SignalGuard
-from .supervise import Run, Supervisor
+from .protocol import RunFacts
+from .supervise import Supervisor
 from .urls import MYSQL
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -160,7 +162,7 @@ def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Conn
         if plan.pending:
             run = Supervisor(settings, plan, lock, writer, guard, result.applied, debug,
                              server_version(conn)).execute()
-            _conclude(settings, conn, graph, plan, run, writer)
+            _conclude(settings, conn, graph, plan, run, result.applied, writer)
     finally:
         if run is None or run.lost is None:
             with contextlib.suppress(SQLAlchemyError, OSError):  # its session ending frees it
@@ -168,30 +170,59 @@ def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Conn
     return plan
 
 
-def _conclude(settings: Settings, conn: "Connection", graph: Graph, plan: Plan, run: Run,
-              writer: Writer) -> None:
-    """Take what committed from the database itself, then raise how the run ended."""
+def _conclude(settings: Settings, conn: "Connection", graph: Graph, plan: Plan,
+              facts: RunFacts, applied: List[Applied], writer: Writer) -> None:
+    """Read back what committed from the database itself, then raise how the run ended."""
+    after = _read_back(settings, conn, facts, writer)
     other = None
-    if run.lost is None:
-        after = read_current(conn, settings.version_table, settings.version_table_schema) or ()
-        ours = set(plan.current) | {a.revision for a in run.applied}
-        moved = sorted(r for r in after if r not in ours and r not in graph.ancestors(ours))
-        if run.error is not None and moved:
+    if after is not None:
+        # ours: what the database held before, and what our child ran to its end (its
+        # COMMIT may have returned without the child living to say so)
+        ours = graph.ancestors(set(plan.current) | set(facts.committed) | facts.ran)
+        in_db = graph.ancestors(after)
+        facts.read_back = tuple(r.id for r in plan.pending if r.id in in_db and r.id in ours)
+        _reconcile(plan, facts, applied, writer)
+        moved = sorted(r for r in after if r not in ours)
+        if facts.error is not None and moved and facts.lost is None:
             other = _other_migrator(conn, moved)
-        elif run.finished:  # env.py held one outer transaction: it committed when env.py ended
-            _read_back(graph.ancestors(after), plan, run, writer)
-    error = failures.outcome(run, settings.dialect, other)
+    error = failures.outcome(facts, dialect_for(settings.dialect), other)
     if error is not None:
         raise error
 
 
-def _read_back(in_db: Set[str], plan: Plan, run: Run, writer: Writer) -> None:
-    reported = {a.revision for a in run.applied}
-    for rev in plan.pending:
-        if rev.id in in_db and rev.id not in reported:
-            run.applied.append(Applied(rev.id, rev.message, 0.0))
-            writer.info(f"[{len(run.applied)}/{len(plan.pending)}] {rev.id}  "
-                        f"{rev.message}  (committed; read back from the database)")
+def _read_back(settings: Settings, conn: "Connection", facts: RunFacts,
+               writer: Writer) -> Optional[Tuple[str, ...]]:
+    """The version table after the run, on the lock session or, when that is gone, on a
+    new connection; None (and why) when the database can't be read."""
+    version = (settings.version_table, settings.version_table_schema)
+    try:
+        if facts.lost is None:
+            return read_current(conn, *version) or ()
+        with _session(_with_timeout(settings, min(settings.connect_timeout, 10.0)),
+                      writer) as fresh:
+            return read_current(fresh, *version) or ()
+    except (SQLAlchemyError, OSError, MigrategateError) as exc:
+        facts.read_back_error = (exc.one_line() if isinstance(exc, MigrategateError)
+                                 else dberrors.describe(exc))
+        writer.warn(f"could not read back what committed: {facts.read_back_error}")
+        return None
+
+
+def _reconcile(plan: Plan, facts: RunFacts, applied: List[Applied], writer: Writer) -> None:
+    """The result lists what the database holds, in apply order, whatever the events said."""
+    assert facts.read_back is not None
+    reported = {a.revision: a for a in applied}
+    in_db = set(facts.read_back)
+    applied[:] = [reported.get(r.id) or Applied(r.id, r.message, facts.seconds.get(r.id, 0.0))
+                  for r in plan.pending if r.id in in_db]
+    for k, a in enumerate(applied, 1):
+        if a.revision not in reported:
+            writer.info(f"[{k}/{len(plan.pending)}] {a.revision}  {a.message}  "
+                        "(committed; read back from the database)")
+    for rev in sorted(set(reported) - in_db):
+        writer.warn(f"{rev} was reported committed by the migration process, but "
+                    "alembic_version does not hold it: something else changed the version "
+                    "table; run 'migrategate status'")
 
 
 def _other_migrator(conn: "Connection", moved: List[str]) -> str:

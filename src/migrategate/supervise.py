@@ -1,11 +1,18 @@
-"""The parent side of a migration: hold the lock, run the child, watch both, decide.
+"""The parent side of a migration: hold the lock, run the child, watch both.
 
 The process whose exit status Kubernetes reads never runs app code. It holds
 the lock session (kept alive and checked every second), starts
-``migrategate.worker`` with the plan, reads its events, forwards its output to
-stderr (redacted; Alembic's own INFO lines only with ``--debug``), forwards
-SIGTERM/SIGINT to it, and — whatever the child did or claimed — the caller
-verifies the database afterwards.
+``migrategate.worker`` with the plan, folds its events
+(:mod:`migrategate.protocol`), forwards its output to stderr (redacted;
+Alembic's own INFO lines only with ``--debug``), forwards SIGTERM/SIGINT to it,
+and — whatever the child did or claimed — the caller reads back what committed
+and verifies the database afterwards.
+
+The end of a run is the child's exit, never end-of-file on a pipe: a program a
+revision starts in the background (``os.system("… &")``, a forked worker)
+inherits the child's stdout and may keep it open for ever. Once the child has
+exited, what is already in the pipes is read, and its process group (what app
+code left running) is killed.
 
 If the lock is lost while the child migrates, the child's session is ended on
 the server (its transaction rolls back) and the child is killed: nothing more
@@ -16,16 +23,18 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional
 
 from .lock import MigrationLock
 from .log import Writer
 from .plan import Plan
+from .protocol import Committed, Event, Ended, Retry, RunFacts, Statement, decode
 from .report import Applied
 from .settings import Settings, settings_to_dict
 from .signals import SignalGuard
@@ -34,29 +43,10 @@ from .signals import SignalGuard
 HEARTBEAT_SECONDS = 1.0
 #: How long a signalled child gets to roll back before its session is ended for it.
 GRACE_SECONDS = 20.0
-
-
-class Run:
-    """What the child reported, as facts for :mod:`migrategate.failures`."""
-
-    def __init__(self, plan: Plan) -> None:
-        self.total = len(plan.pending)
-        self.messages = {r.id: r.message for r in plan.pending}
-        self.applied: List[Applied] = []
-        self.current: Optional[str] = None
-        self.ran: Set[str] = set()  # ran to its end; a failure now is a failure at COMMIT
-        self.started = 0.0
-        self.session: Optional[Dict[str, Any]] = None
-        self.partial: Dict[str, List[str]] = {}
-        self.error: Optional[Dict[str, Any]] = None
-        self.finished = False
-        self.returncode: Optional[int] = None
-        self.lost: Optional[str] = None
-        self.signalled: Optional[int] = None
-        self.blocker: Optional[str] = None  # the last session a lock retry waited for
-        #: why a lock timeout was not (or no more) retried:
-        #: ("committed" | "not-ddl" | "ended" | "spent", statement)
-        self.not_retried: Optional[Tuple[str, str]] = None
+#: How often the main loop looks at the child when its pipes are quiet.
+POLL_SECONDS = 0.2
+#: At most this many reads of what the child left in a pipe (64 KiB each) after it exited.
+DRAIN_READS = 64
 
 
 class Supervisor:
@@ -70,15 +60,18 @@ class Supervisor:
         self.guard = guard
         self.debug = debug
         self.server_version = server_version
-        self.run = Run(plan)
-        self.run.applied = applied
-        self.proc: Optional[subprocess.Popen] = None
+        self.facts = RunFacts(tuple(r.id for r in plan.pending),
+                              {r.id: r.message for r in plan.pending})
+        #: the result's list: progress lines count what the child saw commit
+        self.applied = applied
+        self.proc: Optional["subprocess.Popen[bytes]"] = None
         self._stop = threading.Event()
         self._killed = threading.Event()
+        self._partial: Dict[int, bytes] = {}
 
     # ------------------------------------------------------------------ start
 
-    def execute(self) -> Run:
+    def execute(self) -> RunFacts:
         read_fd, write_fd = os.pipe()
         job = {"settings": settings_to_dict(self.settings), "plan": self.plan.to_dict(),
                "fence": self.lock.fence(), "server_version": self.server_version}
@@ -89,32 +82,36 @@ class Supervisor:
                 pass_fds=(write_fd,), start_new_session=True, env=self._child_env())
         finally:
             os.close(write_fd)
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(job) + "\n").encode())
-        self.proc.stdin.flush()
-        threads = [threading.Thread(target=self._pump_output, daemon=True,
-                                    name="migrategate-child-output"),
-                   threading.Thread(target=self._heartbeat, daemon=True,
-                                    name="migrategate-heartbeat")]
-        for t in threads:
-            t.start()
+        self._send_job(json.dumps(job).encode())
+        heartbeat = threading.Thread(target=self._heartbeat, daemon=True,
+                                     name="migrategate-heartbeat")
+        heartbeat.start()
         self.guard.raising = False
         self.guard.add_canceller(self._forward_signal)
         try:
-            with os.fdopen(read_fd, encoding="utf-8", errors="replace") as events:
-                for line in events:
-                    self._event(line)
-            self._reap()
+            self._watch(read_fd)
         finally:
             self.guard.remove_canceller(self._forward_signal)
             self.guard.raising = True
             self._stop.set()
-            for t in threads:
-                t.join(timeout=5)
+            heartbeat.join(timeout=5)
+            os.close(read_fd)
+            self._end_group()
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+        if self.facts.signalled is None and self.guard.received is not None:
+            self.facts.signalled = self.guard.received
+        return self.facts
+
+    def _send_job(self, job: bytes) -> None:
+        """The job on the child's stdin, then EOF (the child reads it whole, then stdin is
+        the null device). A child that died at start closes the pipe: its exit says why."""
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(job)
             self.proc.stdin.close()
-        if self.run.signalled is None and self.guard.received is not None:
-            self.run.signalled = self.guard.received
-        return self.run
+        except OSError:
+            pass  # the child is gone already; _watch sees its exit status
 
     def _child_env(self) -> Dict[str, str]:
         import migrategate
@@ -133,72 +130,106 @@ class Supervisor:
                 env["PGOPTIONS"] = " ".join(filter(None, (env.get("PGOPTIONS"), options)))
         return env
 
-    def _reap(self) -> None:
-        assert self.proc is not None
+    # ------------------------------------------------------------------ the loop
+
+    def _watch(self, events_fd: int) -> None:
+        """Read events and output until the child exits; then what is already buffered."""
+        assert self.proc is not None and self.proc.stdout is not None
+        output_fd = self.proc.stdout.fileno()
+        for fd in (events_fd, output_fd):
+            os.set_blocking(fd, False)
+        exited = _pidfd(self.proc.pid)  # readable once the child has exited (Linux)
         try:
-            self.run.returncode = self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            # it said everything it had to say (or closed the pipe) but won't exit:
-            # a non-daemon thread of app code, say
+            with selectors.DefaultSelector() as sel:
+                sel.register(events_fd, selectors.EVENT_READ)
+                sel.register(output_fd, selectors.EVENT_READ)
+                if exited is not None:
+                    sel.register(exited, selectors.EVENT_READ)
+                while self.proc.poll() is None:
+                    for key, _ in sel.select(POLL_SECONDS):
+                        fd = int(key.fd)
+                        if fd != exited and self._read(fd, events_fd) is False:
+                            sel.unregister(fd)  # EOF: nothing more from this one
+        finally:
+            if exited is not None:
+                os.close(exited)
+        self.facts.returncode = self.proc.returncode
+        self._end_group()  # no writer is left but one that escaped the group: bounded below
+        for fd in (events_fd, output_fd):
+            for _ in range(DRAIN_READS):
+                if not self._read(fd, events_fd):
+                    break
+            self._flush(fd, events_fd)
+
+    def _read(self, fd: int, events_fd: int) -> Optional[bool]:
+        """Handle what can be read now: True if something was, False at EOF, None if
+        nothing is there yet."""
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return None
+        if not data:
+            return False
+        lines = (self._partial.pop(fd, b"") + data).split(b"\n")
+        self._partial[fd] = lines.pop()
+        for raw in lines:
+            self._line(raw, fd == events_fd)
+        return True
+
+    def _flush(self, fd: int, events_fd: int) -> None:
+        rest = self._partial.pop(fd, b"")
+        if rest:
+            self._line(rest, fd == events_fd)
+
+    def _line(self, raw: bytes, is_event: bool) -> None:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        if is_event:
+            event = decode(line)
+            if event is not None:
+                self._event(event)
+        elif self.debug or not _alembic_chatter(line):
+            self.writer.info(f"| {line}")
+
+    def _end_group(self) -> None:
+        """Whatever app code left running in the child's session goes with it."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
             self.proc.kill()
-            self.run.returncode = self.proc.wait()
+            self.proc.wait()
+            self.facts.returncode = self.proc.returncode
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass  # nothing of it is left
 
     # ------------------------------------------------------------------ events
 
-    def _event(self, line: str) -> None:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return  # not ours: nothing app code writes can change the outcome anyway
-        run = self.run
-        kind = event.get("event")
-        if kind == "ready":
-            run.session = event.get("session")
-        elif kind == "started":
-            run.current = event["revision"]
-            run.started = time.monotonic()
-            run.not_retried = None  # a fact about one revision only
-        elif kind == "ran":
-            run.ran.add(event["revision"])
-        elif kind == "committed":
-            for item in event["revisions"]:
-                self._committed(Applied(item["revision"], item.get("message", ""),
-                                        float(item.get("seconds", 0.0))))
-            run.current = None
-        elif kind == "autocommit":
-            rev = event.get("revision") or "?"
-            run.partial.setdefault(rev, []).append(event.get("statement", ""))
-            self.writer.info(f"{rev}: committed outside its transaction: "
-                             f"{event.get('statement', '')}")
-        elif kind == "retry":
-            run.blocker = event.get("blocker") or run.blocker
-            self.writer.info(f"[{len(run.applied) + 1}/{run.total}] {event.get('revision')} "
-                             f"waiting for {run.blocker} (attempt {event.get('attempt')}/"
-                             f"{event.get('attempts')})")
-        elif kind == "not_retried":
-            run.not_retried = (event.get("why", ""), event.get("statement", ""))
-        elif kind == "failed":
-            run.error = event.get("error")
-        elif kind == "finished":
-            run.finished = True
+    def _event(self, event: Event) -> None:
+        facts = self.facts
+        facts.fold(event, time.monotonic())
+        if isinstance(event, Committed):
+            for rev in event.revisions:
+                self._committed(rev)
+        elif isinstance(event, Statement) and event.kind == "autocommit":
+            self.writer.info(f"{event.revision or '?'}: committed outside its transaction: "
+                             f"{event.statement}")
+        elif isinstance(event, Ended):
+            self.writer.info(f"{event.revision}: the revision ended its own transaction "
+                             f"({event.statement}); what ran before it is committed")
+        elif isinstance(event, Retry):
+            self.writer.info(f"[{len(self.applied) + 1}/{facts.total}] {event.revision} "
+                             f"waiting for {facts.blocker} (attempt {event.attempt}/"
+                             f"{event.attempts})")
 
-    def _committed(self, applied: Applied) -> None:
-        run = self.run
-        if any(a.revision == applied.revision for a in run.applied):
+    def _committed(self, revision: str) -> None:
+        if any(a.revision == revision for a in self.applied):
             return
-        run.applied.append(applied)
-        message = applied.message or run.messages.get(applied.revision, "")
-        msg = f"  {message}" if message else ""
-        self.writer.info(f"[{len(run.applied)}/{run.total}] {applied.revision}{msg}  "
+        applied = Applied(revision, self.facts.messages.get(revision, ""),
+                          self.facts.seconds.get(revision, 0.0))
+        self.applied.append(applied)
+        msg = f"  {applied.message}" if applied.message else ""
+        self.writer.info(f"[{len(self.applied)}/{self.facts.total}] {revision}{msg}  "
                          f"({applied.seconds:.1f}s)")
-
-    def _pump_output(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            if not self.debug and _alembic_chatter(line):
-                continue
-            self.writer.info(f"| {line}")
 
     # ------------------------------------------------------------------ watching
 
@@ -214,25 +245,25 @@ class Supervisor:
 
                 reason = f"the lock session failed: {describe(exc)}"
             if reason is not None:
-                self.run.lost = reason
+                self.facts.lost = reason
                 self.writer.error(f"migration lock lost: {reason}; stopping the migration")
                 self._hard_stop()
                 return
-            run = self.run
+            facts = self.facts
             interval = self.settings.heartbeat
             now = time.monotonic()
-            if (interval and run.current is not None and now - run.started >= interval
+            current = facts.current
+            if (interval and current is not None and now - facts.started >= interval
                     and now - last_beat >= interval):
                 last_beat = now
-                k = len(run.applied) + 1
-                self.writer.info(f"[{k}/{run.total}] {run.current} still running "
-                                 f"({now - run.started:.0f}s)")
+                self.writer.info(f"[{len(self.applied) + 1}/{facts.total}] {current} "
+                                 f"still running ({now - facts.started:.0f}s)")
 
     def _forward_signal(self) -> None:
         """Called from the signal watcher thread: pass the signal on, then enforce a grace."""
         proc = self.proc
         signum = self.guard.received or signal.SIGTERM
-        self.run.signalled = signum
+        self.facts.signalled = signum
         if proc is None or proc.poll() is not None:
             return
         if self._killed.is_set():
@@ -256,7 +287,7 @@ class Supervisor:
     def _hard_stop(self) -> None:
         """End the child's database session on the server (rolls it back), then the child."""
         self._killed.set()
-        session = self.run.session
+        session = self.facts.session
         if session:
             try:
                 self._end_session(session)
@@ -285,7 +316,14 @@ class Supervisor:
             engine.dispose()
 
 
+def _pidfd(pid: int) -> Optional[int]:
+    """A descriptor that becomes readable when ``pid`` exits, where the OS has one."""
+    try:
+        return os.pidfd_open(pid)  # type: ignore[attr-defined,no-any-return]
+    except (AttributeError, OSError):
+        return None  # the loop's timeout notices the exit instead
+
+
 def _alembic_chatter(line: str) -> bool:
     """Alembic's INFO lines duplicate our progress lines (one per revision is enough)."""
     return line.startswith("INFO  [alembic.")
-

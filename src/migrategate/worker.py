@@ -1,4 +1,4 @@
-"""The supervised migration process: ``python -m migrategate.worker EVENTS_FD``.
+"""The supervised migration process: ``python -m migrategate.worker EVENTS_FD PARENT_PID``.
 
 env.py, the revisions and the app's models are arbitrary code. They run here,
 in a child of the process whose exit status Kubernetes reads, so nothing they
@@ -7,19 +7,30 @@ non-daemon thread, ``print()`` or a replaced signal handler only end or
 disturb this process. The parent holds the lock, reads our events, and
 verifies the database itself afterwards.
 
-Input: one JSON line on stdin (settings with the password, the plan, the
-fence). Output: JSON lines on the events fd. stdout and stderr go to the
-parent, which forwards them (redacted) to its stderr. When the parent dies,
-so do we (PR_SET_PDEATHSIG, and EOF on stdin as a second signal).
+Input: the job (settings with the password, the plan, the fence) as JSON on
+stdin, read to its end before any app code runs; stdin is then the null device,
+so a revision that calls ``input()`` fails at once, as under ``alembic upgrade``.
+Output: :mod:`migrategate.protocol` events on the events fd, which is made
+non-inheritable again at once, so no program a revision starts holds it.
+stdout and stderr go to the parent, which forwards them (redacted).
+
+When the parent dies, so do we: PR_SET_PDEATHSIG, and a watchdog that polls
+``getppid()``. It takes no lock app code could need (a thread reading stdin holds
+the stdin buffer's lock, which every ``multiprocessing`` worker forked from
+here needs at start: they would deadlock).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Callable
+
+from .protocol import Event, Failed, Finished, encode
+
+#: How often the watchdog looks whether the parent is still there.
+PARENT_POLL_SECONDS = 0.5
 
 
 def _die_with_parent(parent: int) -> None:
@@ -28,40 +39,52 @@ def _die_with_parent(parent: int) -> None:
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-    except (OSError, AttributeError):  # not Linux: the stdin watchdog still covers it
+    except (OSError, AttributeError):  # not Linux: the watchdog still covers it
         pass
     if os.getppid() != parent:
         os._exit(70)
 
     def watchdog() -> None:
-        while sys.stdin.buffer.read(4096):
-            pass
-        os._exit(70)  # the parent is gone: never migrate without its lock
+        event = threading.Event()
+        while not event.wait(PARENT_POLL_SECONDS):
+            if os.getppid() != parent:
+                os._exit(70)  # the parent is gone: never migrate without its lock
 
     threading.Thread(target=watchdog, name="migrategate-parent-watch", daemon=True).start()
+
+
+def _stdin_to_null() -> None:
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
 
 
 def main() -> None:
     events_fd = int(sys.argv[1])
     parent = int(sys.argv[2])
+    os.set_inheritable(events_fd, False)  # pass_fds made it inheritable: undo that first
     stream = os.fdopen(events_fd, "w", buffering=1, encoding="utf-8")
     lock = threading.Lock()
 
-    def sink(event: Dict[str, Any]) -> None:
+    def sink(event: Event) -> None:
         with lock:
-            stream.write(json.dumps(event) + "\n")
+            stream.write(encode(event) + "\n")
             stream.flush()
 
-    job = json.loads(sys.stdin.buffer.readline())
+    job = sys.stdin.buffer.read()
+    _stdin_to_null()
     _die_with_parent(parent)
-    code = run(job, sink)
+    import json
+
+    code = run(json.loads(job), sink)
     stream.flush()
     # os._exit: a non-daemon thread started by a revision must not keep us alive
     os._exit(code)
 
 
-def run(job: Dict[str, Any], sink: Any) -> int:
+def run(job: Any, sink: Callable[[Event], None]) -> int:
     from .apply import failure_record, run_upgrade
+    from .connect import with_session_options
     from .fence import Fence
     from .plan import Plan
     from .runtime import migration_environment
@@ -69,33 +92,21 @@ def run(job: Dict[str, Any], sink: Any) -> int:
     from .settings import register_secrets, settings_from_dict
     from .signals import SignalGuard
 
-    from .connect import with_session_options
-
     settings = with_session_options(settings_from_dict(job["settings"]),
                                     int(job.get("server_version") or 0))
     register_secrets(settings)
     plan = Plan.from_dict(job["plan"])
     fence = Fence(job["fence"])
     guard = SignalGuard()
-    current: Optional[str] = None
-
-    def tracking(event: Dict[str, Any]) -> None:
-        nonlocal current
-        if event["event"] == "started":
-            current = event["revision"]
-        elif event["event"] == "committed":
-            current = None
-        sink(event)
-
     with guard:
         try:
             config = make_config(settings)
             with migration_environment(settings, config):
-                run_upgrade(config, plan, settings, tracking, guard, fence)
+                run_upgrade(config, plan, settings, sink, guard, fence)
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
-            sink({"event": "failed", "error": failure_record(exc, current, guard.received)})
+            sink(Failed(failure_record(exc, guard.received)))
             return 1
-    sink({"event": "finished"})
+    sink(Finished())
     return 0
 
 
