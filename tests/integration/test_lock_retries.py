@@ -150,7 +150,12 @@ def test_a_blocked_revision_after_the_first_is_retried_as_its_whole_transaction(
     # the DBAPI connection's own commit() fires no SQLAlchemy event; the driver's
     # transaction status before the next statement gives it away
     "op.get_bind().connection.commit()",
-], ids=["COMMIT statement", "driver commit"])
+    # a commit inside a multi-statement string: neither SQLAlchemy nor the driver's status
+    # shows it (AND CHAIN opens the next transaction at once)
+    'op.execute("SELECT 1; COMMIT AND CHAIN")',
+    'op.execute("SELECT 1; COMMIT; BEGIN")',
+], ids=["COMMIT statement", "driver commit", "COMMIT AND CHAIN after a statement",
+        "COMMIT; BEGIN after a statement"])
 def test_a_revision_that_ended_its_own_transaction_is_not_retried(commit, pg_url, tmp_path):
     body = ("op.execute(\"INSERT INTO events VALUES ('before the commit')\")\n"
             f"{commit}\n"
