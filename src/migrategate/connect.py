@@ -219,6 +219,13 @@ def refused_as(kind: str, reason: str, code: Optional[str], where: str,
         return PermissionDenied(f"permission denied on {where}{tag}: {reason}",
                                 "grant the user what it needs: CONNECT on the database, CREATE "
                                 "on its schema for migrations (MySQL: the privileges on it)")
+    if kind == dberrors.STARTUP_PARAMETER:
+        return ConfigError(
+            f"a proxy in front of {where} refused the connection: {reason}",
+            "PgBouncer forwards no libpq 'options' (e.g. -c timezone=... in the URL, "
+            "connect_args or PGOPTIONS): remove them, or list 'options' in PgBouncer's "
+            "ignore_startup_parameters (they are then dropped, not applied); migrategate's "
+            "own session settings are SET instead behind a proxy (--allow-proxy)")
     if kind == dberrors.CONFIG:
         return ConfigError(f"cannot open {where}: {reason}",
                            "check the path and that its directory exists and is writable")

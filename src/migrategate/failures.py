@@ -190,7 +190,7 @@ def _from_record(record: Dict[str, Any], run: Run, backend: str) -> MigrategateE
             f"{nothing}")
     if record.get("database_error"):
         if kind in (dberrors.AUTH, dberrors.REFUSED, dberrors.PRIVILEGE, dberrors.UNREACHABLE,
-                    dberrors.MISSING_DATABASE, dberrors.CONFIG):
+                    dberrors.MISSING_DATABASE, dberrors.CONFIG, dberrors.STARTUP_PARAMETER):
             from .connect import refused_as
 
             error = refused_as(kind, reason, record.get("code"), "the database env.py uses",

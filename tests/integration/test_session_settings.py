@@ -1,7 +1,10 @@
 """Session settings of the migration connection: the fence under env.py's own settings, and
-``--pg-lock-timeout`` through a session-pooling PgBouncer (``--allow-proxy``)."""
+PgBouncer's refusal of libpq options."""
 
 from __future__ import annotations
+
+import contextlib
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -51,3 +54,36 @@ def test_env_py_with_its_own_time_zone_is_not_a_lost_lock(pg_url, tmp_path, reli
     assert versions(pg_url) == ["r002"]
     reliability("env.py pins timezone=UTC in connect_args on a database whose default is "
                 "America/New_York", 1, "exit 0, both revisions applied; no false 'lock lost'")
+
+
+@contextlib.contextmanager
+def _bouncer(server, root, ignore_startup_parameters):
+    """A session-pooling PgBouncer in front of ``server``; yields how to re-point a URL at it."""
+    import servers
+
+    bouncer = servers.start_pgbouncer(root / f"bouncer-{time.time_ns()}", server, "session",
+                                      ignore_startup_parameters)
+    try:
+        yield lambda url: sa.engine.make_url(url).set(port=bouncer.port).render_as_string(
+            hide_password=False)
+    finally:
+        bouncer.stop()
+
+
+def test_pgbouncer_refusing_options_is_a_configuration_error(
+        postgres_server, server_root, pg_url, tmp_path, reliability):
+    """PgBouncer's "unsupported startup parameter" arrives without SQLSTATE: it is the
+    proxy's configuration, not a wrong password (exit 4)."""
+    mig = write_project(tmp_path, chain(1))
+    with _bouncer(postgres_server, server_root, None) as via:
+        url = sa.engine.make_url(via(pg_url)).update_query_dict(
+            {"options": "-c timezone=UTC"}).render_as_string(hide_password=False)
+        run = migrategate("upgrade", *args_for(url, mig, "--allow-proxy"))
+
+    assert run.code == 2, run.output
+    assert "unsupported startup parameter" in run.stderr
+    assert "ignore_startup_parameters" in run.stderr
+    assert versions(pg_url) == []
+    reliability("URL with options=-c timezone=UTC through PgBouncer with its default "
+                "ignore_startup_parameters", 1,
+                "exit 2 naming PgBouncer's ignore_startup_parameters, not exit 4")
