@@ -24,6 +24,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional
 
+from .connect import apply_session_settings
 from .dberrors import category, code_of, describe, is_database_error, sqlstate
 from .errors import MigrategateError
 from .fence import Fence, LockLostHere, dbapi_connection
@@ -186,6 +187,7 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
                 wait = settings.first_lock_timeout
                 if wait is not None:
                     set_wait_timeout(connection, steps, wait)
+            apply_session_settings(connection, settings)  # behind a proxy only (connect.py)
             sink({"event": "ready", "session": fence.attach(connection)})
             _watch_cancel(connection, guard)
         configure_as_written(connection=connection, **kw)
