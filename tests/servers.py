@@ -231,8 +231,13 @@ def start_redis(base: Path) -> Server:
     return server
 
 
-def start_pgbouncer(base: Path, pg: Server, pool_mode: str = "transaction") -> Server:
-    """PgBouncer in front of ``pg`` (it refuses to run as root: run as postgres)."""
+def start_pgbouncer(base: Path, pg: Server, pool_mode: str = "transaction",
+                    ignore_startup_parameters: Optional[str] = "extra_float_digits,options",
+                    ) -> Server:
+    """PgBouncer in front of ``pg`` (it refuses to run as root: run as postgres).
+
+    ``ignore_startup_parameters=None`` leaves PgBouncer's default (none ignored: a
+    client that sends libpq ``options`` is refused)."""
     binary = _need("pgbouncer", "pgbouncer")
     base.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -247,7 +252,8 @@ def start_pgbouncer(base: Path, pg: Server, pool_mode: str = "transaction") -> S
         f"auth_type = scram-sha-256\nauth_file = {base / 'userlist.txt'}\n"
         f"pool_mode = {pool_mode}\ndefault_pool_size = 4\n"
         f"logfile = {log}\npidfile = {base / 'pgbouncer.pid'}\n"
-        "ignore_startup_parameters = extra_float_digits,options\n")
+        + (f"ignore_startup_parameters = {ignore_startup_parameters}\n"
+           if ignore_startup_parameters is not None else ""))
     prefix = _as_postgres()
     if prefix:
         os.chmod(base, 0o777)

@@ -25,6 +25,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Tuple
 
+from .connect import apply_session_settings
 from .dberrors import category, code_of, describe, is_database_error, sqlstate
 from .dialect import dialect_for
 from .errors import MigrategateError
@@ -212,6 +213,7 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
                 wait = settings.first_lock_timeout
                 if wait is not None:
                     set_wait_timeout(connection, steps, wait)
+            apply_session_settings(connection, settings)  # behind a proxy only (connect.py)
             sink(Ready(fence.attach(connection)))
             _watch_cancel(connection, guard)
         configure_as_written(connection=connection, **kw)

@@ -8,6 +8,7 @@ CLI can still print a full JSON report and a termination message.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple
@@ -156,6 +157,7 @@ def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Conn
         if proxy:
             writer.warn(proxy)
             result.extra["warnings"] = [proxy]
+            settings = dataclasses.replace(settings, behind_proxy=True)  # for the child
         wait_for_orphans(lock, settings.lock_timeout, writer)
         plan = _plan(settings, conn, graph)  # whoever held the lock may have done the work
         _report_plan(plan, graph, writer, result)
@@ -418,8 +420,6 @@ def _drop(conn: Optional["Connection"]) -> None:
 
 
 def _with_timeout(settings: Settings, seconds: float) -> Settings:
-    import dataclasses
-
     return dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, seconds))
 
 

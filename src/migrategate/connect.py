@@ -65,23 +65,83 @@ def engine_options(settings: Settings, control: bool = True) -> Dict[str, Any]:
     return args
 
 
-def session_options(settings: Settings, server_version: int) -> str:
-    """libpq ``-c`` options for the migration session (PostgreSQL).
+def session_settings(settings: Settings, server_version: int) -> Dict[str, int]:
+    """The migration session's settings on PostgreSQL, name -> milliseconds.
 
     ``client_connection_check_interval`` (14+) makes the server abort an
     orphaned statement soon after its client died, instead of running it to the
     end; ``lock_timeout`` is ``--pg-lock-timeout`` (1 s by default with
-    ``--lock-retries``: set once here, so a revision that isn't blocked pays
-    no statement for it).
+    ``--lock-retries``: set once per session, so a revision that isn't blocked
+    pays no statement for it); ``statement_timeout`` is ``--statement-timeout``.
     """
-    opts = []
+    wanted: Dict[str, int] = {}
     if server_version >= 140000:
-        opts.append("-c client_connection_check_interval=2000")
+        wanted["client_connection_check_interval"] = 2000
     if settings.first_lock_timeout is not None:
-        opts.append(f"-c lock_timeout={int(settings.first_lock_timeout * 1000)}")
+        wanted["lock_timeout"] = int(settings.first_lock_timeout * 1000)
     if settings.statement_timeout is not None:
-        opts.append(f"-c statement_timeout={int(settings.statement_timeout * 1000)}")
-    return " ".join(opts)
+        wanted["statement_timeout"] = int(settings.statement_timeout * 1000)
+    return wanted
+
+
+def session_options(settings: Settings, server_version: int) -> str:
+    """:func:`session_settings` as libpq ``-c`` options; none behind a proxy.
+
+    A proxy may refuse them (PgBouncer by default: "unsupported startup
+    parameter: options") or drop them silently (``ignore_startup_parameters =
+    options``); there :func:`apply_session_settings` SETs them instead.
+    """
+    if settings.behind_proxy:
+        return ""
+    return " ".join(f"-c {name}={value}"
+                    for name, value in session_settings(settings, server_version).items())
+
+
+def apply_session_settings(connection: "Connection", settings: Settings) -> None:
+    """Behind a proxy: SET the session settings on env.py's connection and check they hold.
+
+    Raw DBAPI cursor, as in :meth:`migrategate.fence.Fence.attach`: through
+    SQLAlchemy the statements would autobegin a transaction Alembic then treats
+    as env.py's own. The driver still opens one (psycopg2 is not in autocommit),
+    and a SET rolled back with it would be undone — with the first revision's
+    transaction, say, rolled back by a lock retry. So when SQLAlchemy has no
+    transaction open, the SETs are committed, and read back in a transaction of
+    their own: a proxy that hands the next transaction to another server
+    session (transaction pooling) shows here as a setting not in force, and is
+    refused (exit 2) instead of migrating without ``--pg-lock-timeout``.
+    """
+    if not settings.behind_proxy or connection.engine.url.get_backend_name() != "postgresql":
+        return
+    from .fence import dbapi_connection
+
+    major = (connection.dialect.server_version_info or (0,))[0]  # all it decides is 14+
+    wanted = session_settings(settings, int(major) * 10000)
+    if not wanted:
+        return
+    dbapi = dbapi_connection(connection)
+    ours = not connection.in_transaction()
+    cursor = dbapi.cursor()
+    try:
+        for name, value in wanted.items():
+            cursor.execute(f"SET {name} = {int(value)}")
+        if ours:
+            dbapi.commit()
+        names = ", ".join(f"'{name}'" for name in wanted)
+        cursor.execute(f"SELECT name, setting FROM pg_settings WHERE name IN ({names})")
+        in_force = {str(name): str(value) for name, value in cursor.fetchall()}
+        if ours:
+            dbapi.commit()
+    finally:
+        cursor.close()
+    wrong = [f"{name} is {in_force.get(name, 'unset')} ms, not {value}"
+             for name, value in wanted.items() if in_force.get(name) != str(value)]
+    if wrong:
+        raise ConfigError(
+            "the proxy between migrategate and PostgreSQL does not keep session settings: "
+            f"after SET on the migration connection, {'; '.join(wrong)}",
+            "pool per session (PgBouncer pool_mode=session) or connect to PostgreSQL "
+            "directly: without them --pg-lock-timeout and --statement-timeout are not in "
+            "force; nothing was applied")
 
 
 def with_session_options(settings: Settings, server_version: int) -> Settings:
@@ -219,6 +279,13 @@ def refused_as(kind: str, reason: str, code: Optional[str], where: str,
         return PermissionDenied(f"permission denied on {where}{tag}: {reason}",
                                 "grant the user what it needs: CONNECT on the database, CREATE "
                                 "on its schema for migrations (MySQL: the privileges on it)")
+    if kind == dberrors.STARTUP_PARAMETER:
+        return ConfigError(
+            f"a proxy in front of {where} refused the connection: {reason}",
+            "PgBouncer forwards no libpq 'options' (e.g. -c timezone=... in the URL, "
+            "connect_args or PGOPTIONS): remove them, or list 'options' in PgBouncer's "
+            "ignore_startup_parameters (they are then dropped, not applied); migrategate's "
+            "own session settings are SET instead behind a proxy (--allow-proxy)")
     if kind == dberrors.CONFIG:
         return ConfigError(f"cannot open {where}: {reason}",
                            "check the path and that its directory exists and is writable")

@@ -28,6 +28,7 @@ LOCK_TIMEOUT = "lock-timeout"
 CANCELED = "canceled"
 DUPLICATE = "duplicate-object"
 CONFIG = "config"
+STARTUP_PARAMETER = "startup-parameter"  # a proxy (PgBouncer) refused a libpq parameter
 OTHER = "other"
 
 _PG_EXACT = {
@@ -79,6 +80,9 @@ _LIBPQ_ENGLISH = (
     (re.compile(r"the database system is (starting up|shutting down|in recovery mode)|"
                 r"too many clients", re.I), UNREACHABLE),
 )
+# PgBouncer's own (never localised) refusal of a startup parameter it doesn't forward,
+# "unsupported startup parameter: options"; its SQLSTATE (08P01) is lost like the others'.
+_PGBOUNCER_PARAMETER = re.compile(r"unsupported startup parameter", re.I)
 # libpq frames a server-sent error as "<SEVERITY>:  <text>" (two spaces), localised or not.
 _SERVER_SENT = re.compile(r"(^|\s|:)\w+:  \S", re.UNICODE)
 
@@ -144,6 +148,8 @@ def _without_code(exc: BaseException) -> str:
     module = type(orig).__module__.split(".")[0]
     if module in ("psycopg2", "psycopg") and type(orig).__name__ == "OperationalError":
         # libpq dropped the SQLSTATE; a server-sent error is not a network problem
+        if _PGBOUNCER_PARAMETER.search(text):
+            return STARTUP_PARAMETER
         for pattern, kind in _LIBPQ_ENGLISH:
             if pattern.search(text):
                 return kind

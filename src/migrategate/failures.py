@@ -181,7 +181,7 @@ def _from_record(record: FailureRecord, facts: RunFacts, dialect: Dialect) -> Mi
             f"{nothing}")
     if record.database_error:
         if kind in (dberrors.AUTH, dberrors.REFUSED, dberrors.PRIVILEGE, dberrors.UNREACHABLE,
-                    dberrors.MISSING_DATABASE, dberrors.CONFIG):
+                    dberrors.MISSING_DATABASE, dberrors.CONFIG, dberrors.STARTUP_PARAMETER):
             from .connect import refused_as
 
             error = refused_as(kind, reason, record.code, "the database env.py uses", None)

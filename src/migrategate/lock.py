@@ -95,7 +95,7 @@ class PostgresLock(MigrationLock):
         from sqlalchemy import text
 
         return self.conn.execute(text(
-            "SELECT pg_backend_pid() AS pid, backend_start::text AS started "
+            f"SELECT pg_backend_pid() AS pid, {_started_us('backend_start')} AS started "
             "FROM pg_stat_activity WHERE pid = pg_backend_pid()")).first()
 
     def still_held(self) -> bool:
@@ -106,7 +106,7 @@ class PostgresLock(MigrationLock):
     def fence(self) -> Dict[str, Any]:
         row = self._session()
         return {"kind": "postgresql", "key": self.key, "worker_key": self.worker_key,
-                "pid": int(row.pid), "started": row.started}
+                "pid": int(row.pid), "started": int(row.started)}
 
     def worker_busy(self) -> Optional[str]:
         return _pg_holder(self.conn, self.worker_key, with_query=True)
@@ -168,11 +168,22 @@ _PG_LOCK_ROW = ("l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
                 "WHERE datname = current_database())")
 PG_HELD_BY_ME = f"SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE {_PG_LOCK_ROW} " \
                 "AND l.pid = pg_backend_pid())"
+
+
+def _started_us(column: str) -> str:
+    """A session's start as epoch microseconds: the same number in every session.
+
+    As text (``backend_start::text``) it is rendered in the reading session's
+    TimeZone and DateStyle, and env.py's connection may set its own
+    (``options=-c timezone=UTC``): the fence would then never match."""
+    return f"(extract(epoch FROM {column}) * 1000000)::bigint"
+
+
 #: The fence a migration transaction runs before it commits: is the lock still
 #: held by the runner's lock session (same pid, same backend start)?
 PG_HELD_BY = f"SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a " \
              f"ON a.pid = l.pid WHERE {_PG_LOCK_ROW} AND l.pid = :pid " \
-             "AND a.backend_start::text = :started)"
+             f"AND {_started_us('a.backend_start')} = :started)"
 
 
 def _pg_holder(conn: "Connection", key: int, with_query: bool = False) -> Optional[str]:

@@ -115,6 +115,10 @@ class Settings:
     sources: Dict[str, str] = field(default_factory=dict)
     #: every spelling-source of a password met while resolving; see register_secrets()
     secrets: Tuple[str, ...] = ()
+    #: not an option: the runner found a proxy between it and PostgreSQL (the server's
+    #: port is not the one dialled); the migration session's settings are then SET on
+    #: env.py's connection and checked, not sent as libpq options (see connect.py)
+    behind_proxy: bool = False
 
     @property
     def masked_url(self) -> str:
