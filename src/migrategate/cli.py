@@ -243,7 +243,7 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
         writer.error(exc.one_line())
         if args.debug:
             _traceback(writer)
-            for line in (getattr(exc, "child_traceback", "") or "").rstrip().splitlines():
+            for line in _redacted_lines(getattr(exc, "child_traceback", "") or ""):
                 writer.error(f"(migration process) {line}")
         code = exc.exit_code
     except KeyboardInterrupt:
@@ -309,8 +309,15 @@ def _dispatch(command: str, settings: Any, writer: Any,
 def _traceback(writer: Any) -> None:
     import traceback
 
-    for line in traceback.format_exc().rstrip().splitlines():
+    for line in _redacted_lines(traceback.format_exc()):
         writer.error(line)
+
+
+def _redacted_lines(text: str) -> List[str]:
+    """Redacted whole, then split: a secret containing a newline is masked as one."""
+    from .redact import redact
+
+    return redact(text).rstrip().splitlines()
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -3,8 +3,9 @@
 A password shows up in far more spellings than the one typed: URL-quoted (both
 ways), the way SQLAlchemy renders it in a URL, with ``%`` doubled (pyformat SQL
 in driver errors, configparser), JSON-escaped, ``repr``-escaped (``--debug``
-parameters), as an SQL literal (``'`` doubled), and cut short by PostgreSQL's
-``LINE 1: …`` error context. Each is registered once and masked wherever it appears.
+parameters), as an SQL literal (``'`` doubled), cut short by PostgreSQL's
+``LINE 1: …`` error context, and, if it spans lines, a line at a time. Each is
+registered once and masked wherever it appears.
 
 Redaction works on values, not on rendered documents: :func:`redact_value`
 walks a report's dict and masks its string values before ``json.dumps`` — keys
@@ -56,7 +57,10 @@ def spellings(value: str) -> Set[str]:
               repr(value)[1:-1], repr(value.encode("utf-8"))[2:-1]}
     forms |= {f.replace("%", "%%") for f in forms}
     forms |= {json.dumps(f)[1:-1] for f in list(forms)}  # a spelling inside a JSON string
-    return {f for f in forms if f}
+    # A secret spanning lines is shown a line at a time too: PostgreSQL's "LINE 2: ..."
+    # context, output read line by line. Each of its lines is a spelling of its own.
+    forms |= {line for f in list(forms) for line in f.splitlines() if line != f}
+    return {f for f in forms if f.strip()}
 
 
 def _sqlalchemy_rendered(value: str) -> str:

@@ -12,7 +12,7 @@ import string
 
 import sqlalchemy as sa
 
-from factory import bare_url, chain, migrategate, write_project
+from factory import Rev, bare_url, chain, migrategate, write_project
 
 
 def _role(pg_url: str, password: str) -> str:
@@ -61,3 +61,23 @@ def test_a_1500_character_password_verifies_and_no_piece_of_it_is_printed(pg_url
     for text in (up.output, ve.output, term.read_text()):
         leaked = [p for p in _pieces(password) if p in text]
         assert not leaked, leaked[:3]
+
+
+# --------------------------------------------------------------------------- a newline, a quote
+
+def test_debug_never_splits_a_password_with_a_newline_and_a_quote(pg_url, tmp_path):
+    password = "Zq9-it's-first-half\nZq9-second-half"
+    bare = _role(pg_url, password)
+    sql = f"SELECT '{password.replace(chr(39), chr(39) * 2)}' AS a FROM nowhere_table"
+    mig = write_project(tmp_path, chain(1) + [
+        Rev("boom", "r001", f"op.execute(sa.text({sql!r}))", "fails quoting the password")])
+    env = {"MIGRATEGATE_DATABASE_URL": bare, "MIGRATEGATE_DATABASE_PASSWORD": password}
+
+    run = migrategate("upgrade", "--debug", "--migrations", str(mig), env=env)
+
+    assert run.code == 6, run.output
+    assert "Traceback" in run.stderr  # --debug did print the tracebacks
+    for piece in ("first-half", "second-half", "it''s"):
+        assert piece not in run.output, run.output[-3000:]
+    # redacted before the traceback was split into lines: one mask, on one line
+    assert "[SQL: SELECT '***' AS a FROM nowhere_table]" in run.stderr, run.stderr[-3000:]

@@ -62,3 +62,9 @@ def test_a_secret_with_a_newline_is_masked_in_the_text_it_spans():
     redact.register_secret("first-half\nsecond-half")
     assert redact.redact("[SQL: SELECT 'first-half\nsecond-half' AS a]") \
         == "[SQL: SELECT '***' AS a]"
+
+
+def test_each_line_of_a_multi_line_secret_is_a_spelling():
+    """PostgreSQL's "LINE 2: ..." context shows one line of the statement."""
+    redact.register_secret("first-half\nsecond-half")
+    assert redact.redact("LINE 2: second-half' AS a") == "LINE 2: ***' AS a"
