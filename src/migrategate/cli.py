@@ -228,6 +228,10 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
             settings = resolve(flags, env)
             register_secrets(settings)
         except ConfigError as exc:
+            from .redact import register_secret
+
+            for secret in exc.secrets:  # e.g. each part of a refused URL's password
+                register_secret(secret)
             if args.command != "doctor":
                 raise
             from .doctor import doctor

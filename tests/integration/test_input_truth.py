@@ -7,12 +7,14 @@ run through the real CLI against a real PostgreSQL.
 
 from __future__ import annotations
 
+import json
 import random
 import string
 
+import pytest
 import sqlalchemy as sa
 
-from factory import Rev, bare_url, chain, migrategate, write_project
+from factory import Rev, args_for, bare_url, chain, migrategate, write_project
 
 
 def _role(pg_url: str, password: str) -> str:
@@ -81,3 +83,48 @@ def test_debug_never_splits_a_password_with_a_newline_and_a_quote(pg_url, tmp_pa
         assert piece not in run.output, run.output[-3000:]
     # redacted before the traceback was split into lines: one mask, on one line
     assert "[SQL: SELECT '***' AS a FROM nowhere_table]" in run.stderr, run.stderr[-3000:]
+
+
+# --------------------------------------------------------------------------- '@' and NUL
+
+def _one_error(run) -> str:
+    assert "Traceback" not in run.output
+    errors = [line for line in run.stderr.splitlines() if " error: " in line]
+    assert len(errors) == 1, run.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("password", ["Zq9first@Zq9second", "Zq9first@Zq9/second@Zq9third"])
+def test_an_unquoted_at_in_the_url_password_is_refused_and_no_part_of_it_printed(
+        postgres_server, tmp_path, password):
+    url = (f"postgresql://{postgres_server.user}:{password}@{postgres_server.host}:"
+           f"{postgres_server.port}/postgres")
+    mig = write_project(tmp_path, chain(1))
+    term = tmp_path / "termination-log"
+    for command in ("verify", "status", "upgrade"):
+        run = migrategate(command, "--json", "--connect-timeout", "2", "--termination-log",
+                          str(term), *args_for(url, mig))
+
+        assert run.code == 2, run.output
+        assert "%40" in _one_error(run)
+        assert json.loads(run.stdout)["exit_code"] == 2
+        for text in (run.output, term.read_text()):
+            assert "Zq9" not in text, text
+
+
+def test_a_nul_byte_in_the_password_is_a_config_error_that_does_not_print_it(pg_url,
+                                                                             tmp_path):
+    mig = write_project(tmp_path, chain(1))
+    pwfile = tmp_path / "pw"
+    pwfile.write_bytes(b"Zq9nul\x00Zq9secret\n")
+    quoted = sa.engine.make_url(pg_url).set(password="x")  # replaced below, verbatim %00
+    inline = quoted.render_as_string(hide_password=False).replace(":x@", ":Zq9nul%00Zq9secret@")
+
+    from_file = migrategate("verify", "--password-file", str(pwfile),
+                            *args_for(bare_url(pg_url), mig))
+    from_url = migrategate("verify", *args_for(inline, mig))
+
+    for run in (from_file, from_url):
+        assert run.code == 2, run.output
+        assert "NUL" in _one_error(run)
+        assert "Zq9" not in run.output
