@@ -14,7 +14,7 @@ import string
 import pytest
 import sqlalchemy as sa
 
-from factory import Rev, args_for, bare_url, chain, migrategate, write_project
+from factory import Rev, args_for, bare_url, chain, migrategate, table_rev, write_project
 
 
 def _role(pg_url: str, password: str) -> str:
@@ -128,3 +128,23 @@ def test_a_nul_byte_in_the_password_is_a_config_error_that_does_not_print_it(pg_
         assert run.code == 2, run.output
         assert "NUL" in _one_error(run)
         assert "Zq9" not in run.output
+
+
+# --------------------------------------------------------------------------- reserved ids
+
+_COMPUTED_HEAD = Rev("computed", raw='revision = "".join(["he", "ad"])  # read by Alembic\n'
+                                     'down_revision = "r001"\n\n\ndef upgrade():\n    pass\n')
+
+
+@pytest.mark.parametrize("rev", [table_rev("base", "r001", "t2"), table_rev("head", "r001", "t2"),
+                                 table_rev("heads", "r001", "t2"), _COMPUTED_HEAD],
+                         ids=["base", "head", "heads", "head-via-alembic-loader"])
+def test_a_revision_id_alembic_reserves_is_a_config_error_naming_its_file(pg_url, tmp_path,
+                                                                          rev):
+    mig = write_project(tmp_path, [table_rev("r001", None, "t1"), rev])
+    for command in ("verify", "status", "upgrade"):
+        run = migrategate(command, *args_for(pg_url, mig))
+
+        assert run.code == 2, run.output
+        line = _one_error(run)
+        assert f"0001_{rev.id}.py" in line and "is reserved" in line, line
