@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import json
 import random
+import signal
+import socket
 import string
+import subprocess
+import threading
 
 import pytest
 import sqlalchemy as sa
 
-from factory import Rev, args_for, bare_url, chain, migrategate, table_rev, write_project
+from factory import (Rev, args_for, bare_url, chain, migrategate, spawn, table_rev, wait_until,
+                     write_project)
 
 
 def _role(pg_url: str, password: str) -> str:
@@ -148,3 +153,65 @@ def test_a_revision_id_alembic_reserves_is_a_config_error_naming_its_file(pg_url
         assert run.code == 2, run.output
         line = _one_error(run)
         assert f"0001_{rev.id}.py" in line and "is reserved" in line, line
+
+
+# --------------------------------------------------------------------------- signals
+
+class _SilentListener:
+    """Accepts TCP connections on a free loopback port and never says a word."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+
+
+@pytest.mark.parametrize("command,sig", [("verify", signal.SIGTERM), ("status", signal.SIGTERM),
+                                         ("verify", signal.SIGINT), ("doctor", signal.SIGTERM)])
+def test_a_signal_while_connecting_is_its_exit_code_and_one_json_document(tmp_path, command,
+                                                                          sig):
+    listener = _SilentListener()
+    mig = write_project(tmp_path, chain(1))
+    term = tmp_path / "termination-log"
+    url = f"postgresql+psycopg2://u:p@127.0.0.1:{listener.port}/db"
+    proc = spawn(command, "--json", "--connect-timeout", "30", "--termination-log", str(term),
+                 *args_for(url, mig))
+    err: list = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        # doctor probes the database quietly: the listener sees its connection
+        wait_until(lambda: listener.conns and (command == "doctor" or any(
+            "connecting to" in line for line in err)), what="the connection attempt",
+            explain=lambda: "".join(err))
+        proc.send_signal(sig)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError(f"{command} ignored {sig.name} while connecting") from None
+        reader.join(5)
+
+        assert proc.returncode == 128 + sig, "".join(err)
+        report = json.loads(out)  # exactly one document
+        assert (report["exit_code"], report["outcome"]) == (128 + sig, "interrupted")
+        assert f"interrupted by {sig.name}" in term.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        listener.close()
