@@ -216,25 +216,32 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
     flags: Dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
 
     from .log import Writer
+    from .signals import NOTHING_CHANGED, SignalGuard
 
-    writer = Writer()
+    # Every database command ends the same way on SIGINT/SIGTERM — 130/143, the one JSON
+    # document, the termination message — wherever the signal lands (connecting, reading
+    # the scripts, resolving settings). upgrade and wait add their own guard inside for
+    # what they must cancel; this one covers the rest.
+    guard = SignalGuard(hint="re-run to continue" if args.command == "upgrade"
+                        else NOTHING_CHANGED)
+    guard.raising = False  # only recorded until _run's try is entered
+    with guard:
+        return _run(args, flags, env, Writer(), guard)
+
+
+def _run(args: argparse.Namespace, flags: Dict[str, Any], env: Optional[Mapping[str, str]],
+         writer: Any, guard: Any) -> int:
     result = None
     settings = None
     try:
-        from .errors import ConfigError
-        from .settings import register_secrets, resolve
-
         try:
-            settings = resolve(flags, env)
-            register_secrets(settings)
-        except ConfigError as exc:
-            if args.command != "doctor":
-                raise
-            from .doctor import doctor
-
-            doctor(None, writer, config_error=exc)  # reports the config check, raises
-        result = _dispatch(args.command, settings, writer, env, args.debug)
-        code = 0
+            guard.raising = True
+            guard.check()  # a signal that came while the guard was being installed
+            settings = _settings(args, flags, env, writer)
+            result = _dispatch(args.command, settings, writer, env, args.debug)
+            code = 0
+        finally:
+            guard.raising = False  # from here a signal is only recorded: the report is written
     except MigrategateError as exc:
         from .report import Result
 
@@ -243,7 +250,7 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
         writer.error(exc.one_line())
         if args.debug:
             _traceback(writer)
-            for line in (getattr(exc, "child_traceback", "") or "").rstrip().splitlines():
+            for line in _redacted_lines(getattr(exc, "child_traceback", "") or ""):
                 writer.error(f"(migration process) {line}")
         code = exc.exit_code
     except KeyboardInterrupt:
@@ -274,6 +281,28 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
     termination = settings.termination_log if settings is not None else flags.get("termination_log")
     write_termination_message(result, termination)
     return code
+
+
+def _settings(args: argparse.Namespace, flags: Dict[str, Any],
+              env: Optional[Mapping[str, str]], writer: Any) -> Any:
+    from .errors import ConfigError
+    from .settings import register_secrets, resolve
+
+    try:
+        settings = resolve(flags, env)
+    except ConfigError as exc:
+        from .redact import register_secret
+
+        for secret in exc.secrets:  # e.g. each part of a refused URL's password
+            register_secret(secret)
+        if args.command != "doctor":
+            raise
+        from .doctor import doctor
+
+        doctor(None, writer, config_error=exc)  # reports the config check, raises
+        raise  # pragma: no cover - doctor raised
+    register_secrets(settings)
+    return settings
 
 
 def _wants_json(argv: Optional[List[str]], env: Optional[Mapping[str, str]]) -> bool:
@@ -309,8 +338,15 @@ def _dispatch(command: str, settings: Any, writer: Any,
 def _traceback(writer: Any) -> None:
     import traceback
 
-    for line in traceback.format_exc().rstrip().splitlines():
+    for line in _redacted_lines(traceback.format_exc()):
         writer.error(line)
+
+
+def _redacted_lines(text: str) -> List[str]:
+    """Redacted whole, then split: a secret containing a newline is masked as one."""
+    from .redact import redact
+
+    return redact(text).rstrip().splitlines()
 
 
 def main(argv: Optional[List[str]] = None) -> None:

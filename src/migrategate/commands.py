@@ -33,7 +33,7 @@ from .report import Applied, Result
 from .runtime import app_paths
 from .scripts import Graph, load_graph
 from .settings import OPTIONS, Settings
-from .signals import SignalGuard
+from .signals import NOTHING_CHANGED, SignalGuard
 from .protocol import RunFacts
 from .supervise import Supervisor
 from .urls import MYSQL
@@ -364,7 +364,7 @@ def wait(settings: Settings, writer: Writer = default_writer,
     started = clock()
     _require_url(settings)
     result = Result("wait", database=settings.masked_url)
-    with _reporting(result, started), SignalGuard():
+    with _reporting(result, started), SignalGuard(hint=NOTHING_CHANGED):
         from sqlalchemy.exc import SQLAlchemyError
 
         graph = _graph(settings)
@@ -378,7 +378,7 @@ def wait(settings: Settings, writer: Writer = default_writer,
                 try:
                     if conn is None:
                         conn = connect(_with_timeout(settings, max(backoff.remaining, 1.0)),
-                                       engine, writer)
+                                       engine, writer, announce=backoff.attempts == 0)
                         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                     checks, plan = blocking(engine, functools.partial(_checks, conn, graph,
                                                                       settings))

@@ -208,18 +208,22 @@ def connect(
     writer: Writer = default_writer,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    announce: bool = True,
 ) -> "Connection":
     """A live connection, retrying an unreachable server until ``connect_timeout``.
 
     Only "unreachable" is retried. A wrong password, a missing database or a
     missing privilege never fixes itself, so each fails at once with its own
-    exit code, decided by the error code the server sent.
+    exit code, decided by the error code the server sent. ``announce``: log a
+    "connecting to" line first (a silent server then shows where we are stuck).
     """
     from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
     engine = engine or make_engine(settings)
     assert settings.url is not None
     where = mask_url(settings.url)
+    if announce:
+        writer.info(f"connecting to {where}")
     backoff = Backoff(settings.connect_timeout, first=0.25, cap=5.0, sleep=sleep, clock=clock)
     while True:
         try:

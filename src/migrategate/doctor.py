@@ -15,6 +15,7 @@ from .checks import CheckResult
 from .errors import (
     AuthError,
     ConfigError,
+    Interrupted,
     MigrategateError,
     UnreachableError,
     VerificationFailed,
@@ -143,6 +144,8 @@ def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
             else:
                 checks.append(CheckResult("migration-lock", True, f'"{lock.name}" is free'))
             _check_schema_ahead(conn, graph, current, checks)
+    except Interrupted:
+        raise  # a signal ends doctor like any command, not as a failed check
     except MigrategateError as exc:
         checks.append(_bad("database", exc.message, exc.hint))
     finally:

@@ -7,7 +7,7 @@ place that turns these into ``sys.exit``; library users catch the classes.
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 
 class MigrategateError(Exception):
@@ -33,6 +33,8 @@ class ConfigError(MigrategateError):
 
     exit_code = 2
     outcome = "config-error"
+    #: secrets met before the error (settings.resolve): the caller registers them too
+    secrets: Tuple[str, ...] = ()
 
 
 class UnreachableError(MigrategateError):

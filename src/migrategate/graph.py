@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # pragma: no cover
 # Alembic's grammar for relative targets (alembic/script/revision.py, unchanged since 1.7).
 _RELATIVE = re.compile(r"(?:(.+?)@)?(\w+)?((?:\+|-)\d+)")
 _ILLEGAL_IN_ID = ("@", "-", "+")  # what every Alembic >= 1.7 refuses in a revision id
+#: names Alembic gives a meaning of its own in every target and command (its
+#: RevisionMap asserts on a revision called so)
+_RESERVED_IDS = ("base", "head", "heads")
 
 
 @dataclass(frozen=True)
@@ -235,6 +238,11 @@ class Graph:
                               "check --migrations points at the right folder "
                               "(versions/ is empty)")
         for rev in self.revisions.values():
+            if rev.id in _RESERVED_IDS:
+                raise ConfigError(f"revision id {rev.id!r} ({rev.path}) is reserved: Alembic "
+                                  f"reads {', '.join(map(repr, _RESERVED_IDS))} as targets, "
+                                  "never as a revision", "rename the revision (and the "
+                                  "down_revision of its children)")
             bad = [c for c in _ILLEGAL_IN_ID if c in rev.id]
             if bad:
                 raise ConfigError(f"revision id {rev.id!r} ({rev.path}) contains "

@@ -3,7 +3,8 @@
 A password shows up in far more spellings than the one typed: URL-quoted (both
 ways), the way SQLAlchemy renders it in a URL, with ``%`` doubled (pyformat SQL
 in driver errors, configparser), JSON-escaped, ``repr``-escaped (``--debug``
-parameters), and cut short by PostgreSQL's ``LINE 1: …`` error context. Each is
+parameters), as an SQL literal (``'`` doubled), cut short by PostgreSQL's
+``LINE 1: …`` error context, and, if it spans lines, a line at a time. Each is
 registered once and masked wherever it appears.
 
 Redaction works on values, not on rendered documents: :func:`redact_value`
@@ -12,6 +13,13 @@ and structure are never touched, so a password like ``null`` or ``e`` cannot
 break the JSON. A secret shorter than four characters is masked only as a whole
 token (masking every "e" would destroy the output without hiding anything), and a
 whitespace-only one not at all.
+
+The work is linear in the lengths of the secrets and of the text: a 2 KB secret
+(an RDS IAM token, a JWT) costs what its length says. Whole spellings are masked
+by plain string replacement; a spelling cut short next to ``...`` is found with
+the KMP prefix function (the longest end of the text before ``...`` that begins
+the spelling, and the longest start of the text after it that ends the spelling),
+never with a regex alternation of every prefix.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from typing import Any, List, Optional, Pattern, Set
+from typing import Any, Dict, Iterator, List, Optional, Pattern, Set, Tuple
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
@@ -29,18 +37,30 @@ SHORT = 4
 MIN_FRAGMENT = 3
 
 _lock = threading.Lock()
-_spellings: List[str] = []
-_patterns: List[Pattern[str]] = []
+_known: Set[str] = set()
+#: every spelling, longest first (a secret containing another is masked whole); replaced,
+#: never changed in place, so a redact() running meanwhile reads a consistent tuple
+_ordered: Tuple[str, ...] = ()
+#: the whole-token regex of each short spelling (a few characters: small)
+_short: Dict[str, Pattern[str]] = {}
+#: KMP prefix functions of each spelling and of its reverse, made when first needed
+_tables: Dict[str, Tuple[List[int], List[int]]] = {}
+
+DOTS = "..."
 
 
 def spellings(value: str) -> Set[str]:
-    """Every way ``value`` can be printed by a driver, SQLAlchemy, JSON or repr."""
-    forms = {value, quote(value, safe=""), quote_plus(value), _sqlalchemy_rendered(value)}
+    """Every way ``value`` can be printed by a driver, SQLAlchemy, JSON, repr or SQL."""
+    forms = {value, quote(value, safe=""), quote_plus(value), _sqlalchemy_rendered(value),
+             value.replace("'", "''")}
     forms |= {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
               repr(value)[1:-1], repr(value.encode("utf-8"))[2:-1]}
     forms |= {f.replace("%", "%%") for f in forms}
     forms |= {json.dumps(f)[1:-1] for f in list(forms)}  # a spelling inside a JSON string
-    return {f for f in forms if f}
+    # A secret spanning lines is shown a line at a time too: PostgreSQL's "LINE 2: ..."
+    # context, output read line by line. Each of its lines is a spelling of its own.
+    forms |= {line for f in list(forms) for line in f.splitlines() if line != f}
+    return {f for f in forms if f.strip()}
 
 
 def _sqlalchemy_rendered(value: str) -> str:
@@ -53,36 +73,118 @@ def _sqlalchemy_rendered(value: str) -> str:
 
 
 def register_secret(value: Optional[str]) -> None:
-    """Remember a secret so that no output ever shows any spelling of it."""
+    """Remember a secret so that no output ever shows any spelling of it.
+
+    Costs the length of its spellings; what was registered before is not redone.
+    """
+    global _ordered
     if not value or not value.strip():
         return  # whitespace only: masking every space would destroy the output, hide nothing
+    forms = spellings(value)
     with _lock:
-        for form in spellings(value):
-            if form not in _spellings:
-                _spellings.append(form)
-        _spellings.sort(key=len, reverse=True)  # a secret containing another: masked whole
-        _patterns[:] = [_pattern(s) for s in _spellings]
-
-
-def _pattern(spelling: str) -> Pattern[str]:
-    whole = re.escape(spelling)
-    if len(spelling) < SHORT:
-        return re.compile(rf"(?<![\w]){whole}(?![\w])")
-    # PostgreSQL's error context cuts long lines with "...": a prefix before it or a
-    # suffix after it is the secret too
-    prefixes = [re.escape(spelling[:k]) for k in range(len(spelling) - 1, MIN_FRAGMENT - 1, -1)]
-    suffixes = [re.escape(spelling[-k:]) for k in range(len(spelling) - 1, MIN_FRAGMENT - 1, -1)]
-    parts = [whole]
-    if prefixes:
-        parts.append(rf"(?:{'|'.join(prefixes)})(?=\.\.\.)")
-        parts.append(rf"(?<=\.\.\.)(?:{'|'.join(suffixes)})")
-    return re.compile("|".join(parts))
+        new = [f for f in forms if f not in _known]
+        if not new:
+            return
+        _known.update(new)
+        for form in new:
+            if len(form) < SHORT:
+                _short[form] = re.compile(rf"(?<![\w]){re.escape(form)}(?![\w])")
+        _ordered = tuple(sorted(_ordered + tuple(new), key=len, reverse=True))
 
 
 def redact(text: str) -> str:
-    for pattern in _patterns:
-        text = pattern.sub(MASK, text)
+    ordered = _ordered
+    for spelling in ordered:
+        if len(spelling) < SHORT:
+            text = _short[spelling].sub(MASK, text)
+        elif spelling in text:
+            text = text.replace(spelling, MASK)
+    if DOTS in text and ordered:
+        text = _mask_fragments(text, ordered)
     return text
+
+
+def _mask_fragments(text: str, ordered: Tuple[str, ...]) -> str:
+    """PostgreSQL's error context cuts long lines with ``...``: a prefix of a spelling
+    right before it, or a suffix right after it, is the secret too."""
+    backwards = text[::-1]
+    n = len(text)
+    spans: List[Tuple[int, int]] = []
+    for spelling in ordered:
+        if len(spelling) < SHORT:
+            continue  # masked only as a whole token
+        forward, reverse = _tables_of(spelling)
+        spans.extend(_before_dots(text, spelling, forward))
+        # a suffix after "..." is a prefix of the reversed spelling before the reversed dots
+        spans.extend((n - end, n - start)
+                     for start, end in _before_dots(backwards, spelling[::-1], reverse))
+    if not spans:
+        return text
+    merged: List[List[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:  # overlapping or touching: one mask
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out: List[str] = []
+    done = 0
+    for start, end in merged:
+        out += [text[done:start], MASK]
+        done = end
+    out.append(text[done:])
+    return "".join(out)
+
+
+def _before_dots(text: str, spelling: str, table: List[int]) -> Iterator[Tuple[int, int]]:
+    """(start, end) of the longest proper prefix of ``spelling``, at least MIN_FRAGMENT
+    long, that ends right before each ``...`` in ``text``.
+
+    One KMP pass: the matcher's state at a position is the length of the longest end
+    of the text so far that begins ``spelling``. Only the ``len(spelling)`` characters
+    before each ``...`` can matter, so the rest of the text is skipped, and no
+    character is read twice.
+    """
+    m = len(spelling)
+    pos = 0  # text[:pos] has been read
+    k = 0  # the state after reading text[:pos]
+    j = text.find(DOTS)
+    while j != -1:
+        if j - pos > m:  # nothing further back than m characters can begin a fragment
+            pos, k = j - m, 0
+        while pos < j:
+            c = text[pos]
+            while k and spelling[k] != c:
+                k = table[k - 1]
+            if spelling[k] == c:
+                k += 1
+                if k == m:  # the whole spelling (left by an overlap): go on as KMP does
+                    k = table[k - 1]
+            pos += 1
+        if k >= MIN_FRAGMENT:
+            yield j - k, j
+        j = text.find(DOTS, j + 1)
+
+
+def _tables_of(spelling: str) -> Tuple[List[int], List[int]]:
+    tables = _tables.get(spelling)
+    if tables is None:
+        tables = _tables[spelling] = (_prefix_function(spelling),
+                                      _prefix_function(spelling[::-1]))
+    return tables
+
+
+def _prefix_function(s: str) -> List[int]:
+    """``table[i]``: the length of the longest proper prefix of ``s[:i+1]`` that is also
+    its suffix (Knuth-Morris-Pratt)."""
+    table = [0] * len(s)
+    k = 0
+    for i in range(1, len(s)):
+        while k and s[i] != s[k]:
+            k = table[k - 1]
+        if s[i] == s[k]:
+            k += 1
+        table[i] = k
+    return table
 
 
 def redact_value(value: Any) -> Any:
@@ -98,6 +200,9 @@ def redact_value(value: Any) -> Any:
 
 def clear() -> None:
     """Forget every secret (tests that run several configurations in one process)."""
+    global _ordered
     with _lock:
-        _spellings.clear()
-        _patterns.clear()
+        _known.clear()
+        _ordered = ()
+        _short.clear()
+        _tables.clear()

@@ -230,16 +230,20 @@ def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -
                 sources[name] = "default"
 
     secrets = url_secrets(values["redis_url"]) if values.get("redis_url") else []
-    password = _password(values, sources)
-    secrets += [password] if password else []
+    secrets += url_secrets(values["database_url"]) if values["database_url"] else []
     url = None
-    if values["database_url"]:
-        secrets += url_secrets(values["database_url"])
-        url = build_url(values["database_url"], password, sources.get("database_url", ""))
-        secrets += [str(url.password)] if url.password else []
-    elif password is not None:
-        raise ConfigError("a database password was given but no database URL",
-                          "set --database-url or MIGRATEGATE_DATABASE_URL")
+    try:
+        password = _password(values, sources)
+        secrets += [password] if password else []
+        if values["database_url"]:
+            url = build_url(values["database_url"], password, sources.get("database_url", ""))
+            secrets += [str(url.password)] if url.password else []
+        elif password is not None:
+            raise ConfigError("a database password was given but no database URL",
+                              "set --database-url or MIGRATEGATE_DATABASE_URL")
+    except ConfigError as exc:
+        exc.secrets = tuple(dict.fromkeys(secrets))  # for the caller to register all the same
+        raise
     values.pop("database_url")
     values.pop("password_file")
     values.pop("password")
@@ -297,6 +301,12 @@ def _password(values: Dict[str, Any], sources: Dict[str, str]) -> Optional[str]:
         if not password:
             raise ConfigError(f"the password file {path} is empty",
                               "check the Secret's key holds the password")
+    if password is not None and "\x00" in password:
+        given = (f"the password file {path}" if path
+                 else f"the password ({sources.get('password', 'given')})")
+        raise ConfigError(f"{given} contains a NUL byte, which no database accepts in a "
+                          "password", "check the Secret's value (binary data, or a stray "
+                          "\\0 from printf?)")
     return password
 
 

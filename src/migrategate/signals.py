@@ -20,12 +20,18 @@ from .errors import Interrupted
 
 Canceller = Callable[[], None]
 
+#: Interrupted's advice where no revision ran (upgrade's default: "rolled back ...")
+NOTHING_CHANGED = "nothing was changed; re-run the command"
+
 
 class SignalGuard:
     """Context manager; ``received`` is the first signal seen, or None."""
 
-    def __init__(self, signals: tuple = (signal.SIGINT, signal.SIGTERM)) -> None:
+    def __init__(self, signals: tuple = (signal.SIGINT, signal.SIGTERM),
+                 hint: Optional[str] = None) -> None:
         self.signals = signals
+        #: what the Interrupted error tells to do (default: upgrade's "rolled back ...")
+        self.hint = hint
         #: False while a supervisor waits on its child: the handler then only records
         #: the signal and the watcher's cancellers (which forward it) do the work.
         self.raising = True
@@ -110,9 +116,9 @@ class SignalGuard:
         if self._raised or not self.raising:
             return  # a second signal while unwinding: let the cleanup finish
         self._raised = True
-        raise Interrupted(self.received)
+        raise Interrupted(self.received, hint=self.hint)
 
     def check(self) -> None:
         """Raise Interrupted if a signal arrived (call between steps)."""
         if self.received is not None:
-            raise Interrupted(self.received)
+            raise Interrupted(self.received, hint=self.hint)

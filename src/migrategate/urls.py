@@ -26,7 +26,9 @@ def mask_url(url: "URL") -> str:
     return url.render_as_string(hide_password=True)
 
 
-_URL_PASSWORD = re.compile(r"^[^:/]+://[^:/@?#]*:([^@]*)@")
+#: SQLAlchemy's reading (``make_url``): the user name runs to the first ':' or '/', the
+#: password from there to the next '@' — so an unquoted '@' in a password ends it early
+_URL_PASSWORD = re.compile(r"^[^:/]+://[^:/]*:([^@]*)@")
 
 
 def build_url(raw: str, password: Optional[str] = None, source: str = "") -> "URL":
@@ -35,14 +37,29 @@ def build_url(raw: str, password: Optional[str] = None, source: str = "") -> "UR
     from sqlalchemy.exc import ArgumentError
 
     where = f" ({source})" if source else ""
+    raw = raw.strip()
+    if "\x00" in raw:
+        raise ConfigError(f"the database URL{where} contains a NUL byte",
+                          "no URL, user name or password can hold one; check how the URL "
+                          "is built")
+    _refuse_unquoted_at(raw, where)
     try:
-        url = make_url(raw.strip())
+        url = make_url(raw)
     except (ArgumentError, ValueError):
         raise ConfigError(
             f"the database URL{where} is malformed",
             "expected dialect[+driver]://user[:password]@host[:port]/database, "
             "e.g. postgresql://app@db:5432/app",
         ) from None
+    parts = (url.username, url.password, url.host, url.database, *url.query.keys(),
+             *(v for vs in url.query.values() for v in ((vs,) if isinstance(vs, str) else vs)))
+    if any("\x00" in str(p) for p in parts if p):
+        raise ConfigError(f"the database URL{where} contains an encoded NUL byte (%00)",
+                          "no user name, password or database name can hold one; check how "
+                          "the URL is built")
+    if password is not None and "\x00" in password:
+        raise ConfigError("the database password contains a NUL byte, which no database "
+                          "accepts", "check the Secret's value")
     if url.password:
         if password is not None:
             raise ConfigError(
@@ -62,6 +79,22 @@ def build_url(raw: str, password: Optional[str] = None, source: str = "") -> "UR
                 "use a file, e.g. sqlite:///app.db",
             )
     return url
+
+
+def _refuse_unquoted_at(raw: str, where: str) -> None:
+    """``postgresql://u:p@ss@host/db``: SQLAlchemy (and libpq, and the app reading the same
+    URL) take the password to end at the first '@' and the rest of it for the host, so
+    every message would show part of the password as the host, and the app would not
+    connect either. Refused, naming no part of it; :func:`url_secrets` registers them all.
+    """
+    m = _URL_PASSWORD.match(raw)
+    if m and "@" in raw[m.end():]:
+        raise ConfigError(
+            f"the database URL{where} has an '@' after the one that ends its password, so "
+            "the password would be cut there and the rest read as the host",
+            "write each '@' of the password (or of the database name) as %40, e.g. with "
+            "urllib.parse.quote(password, safe=''); or leave the password out of the URL "
+            "and give it by --password-file or MIGRATEGATE_DATABASE_PASSWORD")
 
 
 _DRIVER_PREFERENCE = {
@@ -132,13 +165,19 @@ def mask_redis_url(url: str) -> str:
 
 
 def url_secrets(raw: str) -> List[str]:
-    """The password in a URL as typed and URL-decoded (even if the URL is malformed)."""
+    """The password in a URL as typed and URL-decoded (even if the URL is malformed), and
+    with an unquoted '@' each reading of it and each part between '@'s."""
     from urllib.parse import unquote, urlsplit
 
     found = []
     m = _URL_PASSWORD.match(raw)
     if m:
         found += [m.group(1), unquote(m.group(1))]
+        rest = raw[m.end():]
+        if "@" in rest:  # an unquoted '@' (refused): the password runs to the last '@'
+            whole = raw[m.start(1):m.end() + rest.rindex("@")]
+            for part in [whole, *whole.split("@")]:
+                found += [part, unquote(part)]
     try:
         password = urlsplit(raw).password
     except ValueError:

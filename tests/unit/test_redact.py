@@ -49,3 +49,22 @@ def test_keys_and_structure_are_never_touched():
 def test_whitespace_only_secrets_are_not_masked_everywhere():
     redact.register_secret("  ")
     assert redact.redact("a  b") == "a  b"
+
+
+def test_the_sql_escaped_spelling_is_masked():
+    redact.register_secret("it's-a-secret")
+    assert "it''s-a-secret" in redact.spellings("it's-a-secret")
+    line = "syntax error at or near \"FROM\": SELECT 'it''s-a-secret' FROM"
+    assert redact.redact(line) == "syntax error at or near \"FROM\": SELECT '***' FROM"
+
+
+def test_a_secret_with_a_newline_is_masked_in_the_text_it_spans():
+    redact.register_secret("first-half\nsecond-half")
+    assert redact.redact("[SQL: SELECT 'first-half\nsecond-half' AS a]") \
+        == "[SQL: SELECT '***' AS a]"
+
+
+def test_each_line_of_a_multi_line_secret_is_a_spelling():
+    """PostgreSQL's "LINE 2: ..." context shows one line of the statement."""
+    redact.register_secret("first-half\nsecond-half")
+    assert redact.redact("LINE 2: second-half' AS a") == "LINE 2: ***' AS a"

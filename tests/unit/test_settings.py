@@ -116,3 +116,33 @@ def test_seconds_options_parse_or_refuse_cleanly(value):
         assert "lock-timeout" in exc.message
     else:
         assert s.lock_timeout >= 0
+
+
+@pytest.mark.parametrize("raw,parts", [
+    ("postgresql://u:Zq9first@Zq9second@h/db", ["Zq9first@Zq9second", "Zq9first", "Zq9second"]),
+    ("postgresql://u:Zq9first@Zq9/second@h:5432/db",
+     ["Zq9first@Zq9/second", "Zq9first", "Zq9/second"]),
+])
+def test_every_part_of_a_password_with_an_unquoted_at_is_a_secret(raw, parts):
+    from migrategate.urls import url_secrets
+
+    assert set(parts) <= set(url_secrets(raw))
+
+
+def test_an_unquoted_at_in_the_password_is_refused_without_any_part_of_it():
+    with pytest.raises(ConfigError) as err:
+        resolve({"database_url": "postgresql://u:Zq9first@Zq9second@h/db"}, {})
+    assert "%40" in err.value.one_line() and "Zq9" not in err.value.one_line()
+    # an '@' in the user name (Azure's user@server) stays allowed
+    assert resolve({"database_url": "postgresql://me@srv:pw@h/db"}, {}).url.host == "h"
+
+
+@pytest.mark.parametrize("flags,env", [
+    ({"database_url": URL}, {"MIGRATEGATE_DATABASE_PASSWORD": "Zq9\x00secret"}),
+    ({"database_url": "postgresql://u:Zq9%00secret@h/db"}, {}),
+    ({"database_url": "postgresql://u:Zq9\x00secret@h/db"}, {}),
+])
+def test_a_nul_byte_in_the_password_is_a_config_error(flags, env):
+    with pytest.raises(ConfigError) as err:
+        resolve(flags, env)
+    assert "NUL" in err.value.one_line() and "Zq9" not in err.value.one_line()
