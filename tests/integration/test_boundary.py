@@ -227,3 +227,15 @@ def test_a_killed_migration_process_is_reported_in_its_databases_words(backend, 
         assert "nothing of it is applied" not in run.stderr
         assert "CREATE TABLE half_t" in run.stderr and "half-applied" in run.stderr
         assert "half_t" in tables(url)
+
+
+def test_a_failure_in_alembic_init_layout_names_the_revision_file(pg_url, tmp_path):
+    # `alembic init alembic` keeps revisions under alembic/versions/: a path containing
+    # "/alembic/" is the app's own file, not Alembic's
+    mig = write_project(tmp_path, [Rev("r001", None, 'raise RuntimeError("broken on purpose")')])
+    layout = mig.rename(tmp_path / "alembic")
+
+    run = migrategate("upgrade", *args_for(pg_url, layout), timeout=60)
+
+    assert run.code == 6, run.output
+    assert f"({layout / 'versions' / '0000_r001.py'}, line 16)" in run.stderr
