@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple
 from . import dberrors, failures
 from .checks import CheckResult, failed, run_checks
 from .connect import blocking, connect, make_engine, server_version
-from .dialect import dialect_for
+from .dialect import Dialect, dialect_for
 from .errors import (
     ConfigError,
     DatabaseError,
@@ -175,7 +175,8 @@ def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Conn
 def _conclude(settings: Settings, conn: "Connection", graph: Graph, plan: Plan,
               facts: RunFacts, applied: List[Applied], writer: Writer) -> None:
     """Read back what committed from the database itself, then raise how the run ended."""
-    after = _read_back(settings, conn, facts, writer)
+    dialect = dialect_for(settings.dialect)
+    after = _read_back(settings, conn, graph, facts, dialect, writer)
     other = None
     if after is not None:
         # ours: what the database held before, and what our child ran to its end (its
@@ -187,27 +188,41 @@ def _conclude(settings: Settings, conn: "Connection", graph: Graph, plan: Plan,
         moved = sorted(r for r in after if r not in ours)
         if facts.error is not None and moved and facts.lost is None:
             other = _other_migrator(conn, moved)
-    error = failures.outcome(facts, dialect_for(settings.dialect), other)
+    error = failures.outcome(facts, dialect, other)
     if error is not None:
         raise error
 
 
-def _read_back(settings: Settings, conn: "Connection", facts: RunFacts,
-               writer: Writer) -> Optional[Tuple[str, ...]]:
+def _read_back(settings: Settings, conn: "Connection", graph: Graph, facts: RunFacts,
+               dialect: Dialect, writer: Writer) -> Optional[Tuple[str, ...]]:
     """The version table after the run, on the lock session or, when that is gone, on a
-    new connection; None (and why) when the database can't be read."""
-    version = (settings.version_table, settings.version_table_schema)
+    new connection; None (and why) when the database can't be read. Where a stopped
+    revision may have left objects (DDL that commits itself, its own COMMIT, an
+    autocommit block), which of the objects its file creates are there now."""
     try:
         if facts.lost is None:
-            return read_current(conn, *version) or ()
+            return _read_state(settings, conn, graph, facts, dialect)
         with _session(_with_timeout(settings, min(settings.connect_timeout, 10.0)),
                       writer) as fresh:
-            return read_current(fresh, *version) or ()
+            return _read_state(settings, fresh, graph, facts, dialect)
     except (SQLAlchemyError, OSError, MigrategateError) as exc:
         facts.read_back_error = (exc.one_line() if isinstance(exc, MigrategateError)
                                  else dberrors.describe(exc))
         writer.warn(f"could not read back what committed: {facts.read_back_error}")
         return None
+
+
+def _read_state(settings: Settings, conn: "Connection", graph: Graph, facts: RunFacts,
+                dialect: Dialect) -> Tuple[str, ...]:
+    after = read_current(conn, settings.version_table, settings.version_table_schema) or ()
+    stopped = facts.current
+    if (stopped is not None and stopped in graph and stopped not in graph.ancestors(after)
+            and (not dialect.transactional_ddl or facts.committed_statements(stopped)
+                 or stopped in facts.ended)):
+        from .schemaobjects import existing_objects, planned_objects
+
+        facts.left_in_db = existing_objects(conn, planned_objects(graph.revisions[stopped].path))
+    return after
 
 
 def _reconcile(plan: Plan, facts: RunFacts, applied: List[Applied], writer: Writer) -> None:

@@ -74,6 +74,13 @@ def left_by(facts: RunFacts, revision: Optional[str], dialect: Dialect,
     """What of ``revision`` stays in the database after it failed or was stopped."""
     if revision is None:
         return "no revision was running"
+    account = _account(facts, revision, dialect, abrupt)
+    if facts.left_in_db and revision == facts.current:
+        account += f" (read back, in the database now: {', '.join(facts.left_in_db)})"
+    return account
+
+
+def _account(facts: RunFacts, revision: str, dialect: Dialect, abrupt: bool) -> str:
     done = committed_in_database(facts)
     if done is not None and revision in done:
         return ("it committed before the run stopped (alembic_version holds it, read back "

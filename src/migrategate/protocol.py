@@ -178,6 +178,8 @@ class RunFacts:
     #: database by the parent (None: it could not be read back)
     read_back: Optional[Tuple[str, ...]] = None
     read_back_error: Optional[str] = None
+    #: objects the stopped revision's file creates that are in the database afterwards
+    left_in_db: List[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:

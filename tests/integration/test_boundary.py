@@ -203,6 +203,7 @@ def test_mariadb_lock_lost_after_a_ddl_names_what_stays_in_mysql_words(mariadb_u
     assert "nothing of it is applied" not in err
     assert "MySQL/MariaDB commits each DDL statement" in err
     assert "CREATE TABLE half_t" in err
+    assert "(read back, in the database now: table half_t)" in err
     assert "half_t" in tables(mariadb_url)
 
 
@@ -226,6 +227,7 @@ def test_a_killed_migration_process_is_reported_in_its_databases_words(backend, 
     else:
         assert "nothing of it is applied" not in run.stderr
         assert "CREATE TABLE half_t" in run.stderr and "half-applied" in run.stderr
+        assert "(read back, in the database now: table half_t)" in run.stderr
         assert "half_t" in tables(url)
 
 
