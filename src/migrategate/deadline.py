@@ -67,28 +67,31 @@ class Arm:
         self.fired = False
 
 
-def shut_down(dbapi: Any) -> None:
+def shut_down(dbapi: Any) -> bool:
     """Shut the socket of a DBAPI connection down (both ways), without closing its fd.
 
     The driver owns the descriptor; ``shutdown`` on a duplicate acts on the same
     socket, so the blocked ``recv``/``poll`` returns at once and the driver reports
     a lost connection. psycopg2/psycopg 3 expose ``fileno()``; PyMySQL its ``_sock``.
+    False when the driver shows no socket (then nothing is bounded: pg8000 and
+    mysqlclient rely on their own timeouts).
     """
     sock = getattr(dbapi, "_sock", None)
     if isinstance(sock, socket.socket):
         sock.shutdown(socket.SHUT_RDWR)
-        return
+        return True
     fileno = getattr(dbapi, "fileno", None)
     if fileno is None:
-        return
+        return False
     fd = fileno()
     if not isinstance(fd, int) or fd < 0:
-        return
+        return False
     dup = socket.socket(fileno=os.dup(fd))
     try:
         dup.shutdown(socket.SHUT_RDWR)
     finally:
         dup.close()
+    return True
 
 
 class Watchdog:
@@ -130,9 +133,8 @@ class Watchdog:
                     # under the lock: a caller that disarms waits, so it can't close
                     # the connection (and free its descriptor) while we shut it down
                     self._armed.discard(arm)
-                    arm.fired = True
                     try:
-                        shut_down(arm.dbapi)
+                        arm.fired = shut_down(arm.dbapi)
                     except Exception:  # noqa: BLE001 - closed meanwhile: nothing to stop
                         pass
                 self._wake_at = min((a.at for a in self._armed), default=math.inf)
