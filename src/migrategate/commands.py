@@ -384,9 +384,10 @@ def wait(settings: Settings, writer: Writer = default_writer,
 
         graph = _graph(settings)
         result.heads = list(graph.heads)
-        engine = make_engine(settings)
         backoff = Backoff(settings.timeout, first=settings.interval, cap=settings.interval,
                           factor=1.0, log_every=30, sleep=sleep, clock=clock)
+        # a stalled connection is waited out like an unreachable server, never past --timeout
+        engine = make_engine(settings, remaining=lambda: backoff.remaining)
         conn: Optional["Connection"] = None
         try:
             while True:

@@ -11,7 +11,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
-from . import dberrors
+from . import dberrors, deadline
 from .dberrors import describe
 from .errors import AuthError, ConfigError, PermissionDenied, UnreachableError
 from .log import Writer, default_writer
@@ -22,8 +22,9 @@ from .urls import MYSQL, mask_url
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection, Engine
 
-#: Seconds a silent peer may keep our control connection's reads waiting (MySQL).
-CONTROL_READ_TIMEOUT = 60
+#: PyMySQL's socket timeout on a control connection: a backstop for the round trips no
+#: deadline is armed for (SET AUTOCOMMIT, ROLLBACK on close), later than any deadline.
+BACKSTOP_SECONDS = 5
 KEEPALIVE = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
              "keepalives_count": 3}
 
@@ -177,29 +178,63 @@ def server_version(conn: "Connection") -> int:
     return int(conn.info["migrategate_server_version"])
 
 
-def _after_connect(dbapi_connection: Any, record: Any) -> None:
-    """PyMySQL: long reads after the handshake; TCP keepalives on the socket."""
-    sock = getattr(dbapi_connection, "_sock", None)
-    if hasattr(dbapi_connection, "_read_timeout"):
-        dbapi_connection._read_timeout = CONTROL_READ_TIMEOUT
-        dbapi_connection._write_timeout = CONTROL_READ_TIMEOUT
-    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
-            if hasattr(socket, name):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+def _after_connect(read_timeout: float) -> Callable[[Any, Any], None]:
+    """PyMySQL: the socket timeout after the handshake; TCP keepalives on the socket."""
+
+    def after_connect(dbapi_connection: Any, record: Any) -> None:
+        sock = getattr(dbapi_connection, "_sock", None)
+        if hasattr(dbapi_connection, "_read_timeout"):
+            dbapi_connection._read_timeout = read_timeout
+            dbapi_connection._write_timeout = read_timeout
+        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10),
+                                ("TCP_KEEPCNT", 3)):
+                if hasattr(socket, name):
+                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+    return after_connect
 
 
-def make_engine(settings: Settings) -> "Engine":
+def make_engine(settings: Settings,
+                remaining: Optional[Callable[[], float]] = None) -> "Engine":
+    """An engine for control connections (ours: lock, plan, verify, status, wait).
+
+    Every round trip on them has a client-side deadline (:mod:`migrategate.deadline`):
+    a statement ``--connect-timeout`` (2–30 s), what runs right after connecting
+    the per-attempt bound. ``remaining`` (``wait``) caps both, and each connection
+    attempt, by the seconds the command has left.
+    """
     from sqlalchemy import create_engine, event
     from sqlalchemy.pool import NullPool
 
     assert settings.url is not None
     engine = create_engine(settings.url, poolclass=NullPool,
                            connect_args=engine_options(settings))
+    if settings.url.get_backend_name() == "sqlite":
+        return engine  # a file: nothing to stall
+    statement = deadline.control_seconds(settings.connect_timeout)
+    attempt = per_attempt(settings)
+    deadline.install(engine, deadline.bounded(statement, remaining),
+                     deadline.bounded(attempt, remaining))
+    if remaining is not None:
+        event.listen(engine, "do_connect", _capped_attempt(attempt, remaining))
     if settings.url.get_backend_name() in MYSQL:
-        event.listen(engine, "connect", _after_connect)
+        event.listen(engine, "connect", _after_connect(statement + BACKSTOP_SECONDS))
     return engine
+
+
+def _capped_attempt(attempt: int, remaining: Callable[[], float]) -> Callable[..., None]:
+    """A connection attempt never outlasts the command (the drivers' floor is 2 s)."""
+    import math
+
+    def do_connect(dialect: Any, record: Any, cargs: Any, cparams: Dict[str, Any]) -> None:
+        seconds = max(2, min(attempt, math.ceil(remaining())))
+        for key in ("connect_timeout", "timeout", "read_timeout", "write_timeout"):
+            if key in cparams:
+                cparams[key] = seconds
+
+    return do_connect
 
 
 def connect(
@@ -234,9 +269,10 @@ def connect(
                 f"({getattr(exc, 'encoding', 'its encoding')}: {getattr(exc, 'reason', '')})",
                 "PyMySQL sends passwords as latin-1: use an ASCII password, or the mysqldb "
                 "driver (mysql+mysqldb://)") from None
-        except (DBAPIError, SQLAlchemyError, OSError) as exc:
-            kind = dberrors.category(exc)
-            if kind != dberrors.UNREACHABLE:
+        except (DBAPIError, SQLAlchemyError, OSError, deadline.Stalled) as exc:
+            # Stalled: the server took the connection, then went silent (retried alike)
+            if (not isinstance(exc, deadline.Stalled)
+                    and dberrors.category(exc) != dberrors.UNREACHABLE):
                 raise refused(exc, where, settings.url.database) from None
             reason = describe(exc)
             if backoff.expired:
