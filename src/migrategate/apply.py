@@ -25,8 +25,9 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Tuple
 
-from .connect import apply_session_settings
-from .dberrors import category, code_of, describe, is_database_error, sqlstate
+from . import deadline
+from .connect import apply_session_settings, per_attempt
+from .dberrors import UNREACHABLE, category, code_of, describe, is_database_error, sqlstate
 from .dialect import dialect_for
 from .errors import MigrategateError
 from .fence import Fence, LockLostHere, dbapi_connection
@@ -214,6 +215,10 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
                 if wait is not None:
                     set_wait_timeout(connection, steps, wait)
             apply_session_settings(connection, settings)  # behind a proxy only (connect.py)
+            if settings.statement_timeout is not None and backend == "postgresql":
+                bound = settings.statement_timeout + per_attempt(settings)
+                deadline.bound_migration(
+                    connection, lambda: None if steps.in_autocommit else bound)
             sink(Ready(fence.attach(connection)))
             _watch_cancel(connection, guard)
         configure_as_written(connection=connection, **kw)
@@ -534,7 +539,10 @@ def failure_record(exc: BaseException, signum: Optional[int]) -> FailureRecord:
 
     Which revision was running is the parent's fact (from the events), not repeated here."""
     typed = None
-    if isinstance(exc, MigrategateError):
+    kind = category(exc)
+    if isinstance(exc, deadline.Stalled):  # env.py's connection froze: a lost connection
+        kind = UNREACHABLE
+    elif isinstance(exc, MigrategateError):
         typed = (exc.exit_code, exc.outcome, exc.hint)
     where = None
     if isinstance(exc, SyntaxError):
@@ -546,10 +554,11 @@ def failure_record(exc: BaseException, signum: Optional[int]) -> FailureRecord:
     return FailureRecord(
         cls=type(exc).__name__,
         message=exc.message if isinstance(exc, MigrategateError) else describe(exc),
-        category=category(exc), code=code_of(exc), sqlstate=sqlstate(exc),
+        category=kind, code=code_of(exc), sqlstate=sqlstate(exc),
         lock_lost=isinstance(exc, LockLostHere), signal=signum,
         traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-        where=where, database_error=is_database_error(exc), typed=typed)
+        where=where, database_error=is_database_error(exc) or kind == UNREACHABLE,
+        typed=typed)
 
 
 @functools.lru_cache(maxsize=1)

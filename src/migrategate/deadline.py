@@ -13,18 +13,20 @@ blocked driver call fail at once, and the caller raises :class:`Stalled`
 (exit 3, an :class:`UnreachableError`). Arming is a lock, a set insertion and,
 rarely, a notify: no thread per statement.
 
-Migration statements (env.py's connection, in the child process) are not
-armed: a ``CREATE INDEX`` may rightly take hours.
+Migration statements (env.py's connection, in the child process) are armed
+only with ``--statement-timeout`` (:func:`bound_migration`): without it a
+``CREATE INDEX`` may rightly take hours.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
 import threading
 import time
-from typing import Any, Callable, Optional, Set
+from typing import Any, Callable, Iterator, Optional, Set
 
 from .errors import UnreachableError
 
@@ -76,6 +78,8 @@ def shut_down(dbapi: Any) -> bool:
     False when the driver shows no socket (then nothing is bounded: pg8000 and
     mysqlclient rely on their own timeouts).
     """
+    if getattr(dbapi, "closed", False):  # psycopg2 (an int), psycopg 3 (a bool)
+        return False
     sock = getattr(dbapi, "_sock", None)
     if isinstance(sock, socket.socket):
         sock.shutdown(socket.SHUT_RDWR)
@@ -135,8 +139,8 @@ class Watchdog:
                     self._armed.discard(arm)
                     try:
                         arm.fired = shut_down(arm.dbapi)
-                    except Exception:  # noqa: BLE001 - closed meanwhile: nothing to stop
-                        pass
+                    except OSError:  # the socket went away meanwhile: nothing to stop
+                        arm.fired = False
                 self._wake_at = min((a.at for a in self._armed), default=math.inf)
                 self._cond.wait(None if self._wake_at == math.inf
                                 else max(self._wake_at - now, 0.0))
@@ -155,7 +159,20 @@ def arm(dbapi: Any, seconds: float) -> None:
     previous = getattr(_local, "arm", None)
     if previous is not None:
         WATCHDOG.disarm(previous)
-    _local.arm = WATCHDOG.arm(dbapi, seconds)
+    cap = getattr(_local, "cap", None)
+    _local.arm = WATCHDOG.arm(dbapi, seconds if cap is None else min(seconds, cap))
+
+
+@contextlib.contextmanager
+def capped(seconds: float) -> Iterator[None]:
+    """Round trips this thread makes inside the block get at most ``seconds`` (the lock
+    heartbeat: a stalled lock session must be noticed long before the 30 s cap)."""
+    before = getattr(_local, "cap", None)
+    _local.cap = seconds if before is None else min(before, seconds)
+    try:
+        yield
+    finally:
+        _local.cap = before
 
 
 def disarm() -> Optional[Arm]:
@@ -204,6 +221,35 @@ def install(engine: Any, statement: Callable[[], float],
     event.listen(engine, "before_cursor_execute", before_execute)
     event.listen(engine, "after_cursor_execute", after_execute)
     event.listen(engine, "handle_error", on_error)
+
+
+def bound_migration(connection: Any, seconds: Callable[[], Optional[float]]) -> None:
+    """Bound env.py's statements (in the migration process) where ``seconds()`` says so.
+
+    Only with ``--statement-timeout``: the server ends a statement after it, and a
+    statement whose answer still hasn't arrived some seconds later never will (the
+    path froze). ``seconds()`` is None where no bound applies (autocommit blocks,
+    whose ``CREATE INDEX CONCURRENTLY`` may rightly take hours)."""
+    from sqlalchemy import event
+
+    def before_execute(conn: Any, cursor: Any, statement_: Any, parameters: Any,
+                       context: Any, executemany: bool) -> None:
+        limit = seconds()
+        if limit is not None:
+            arm(conn.connection.dbapi_connection, limit)
+
+    def after_execute(conn: Any, cursor: Any, statement_: Any, parameters: Any,
+                      context: Any, executemany: bool) -> None:
+        disarm()
+
+    def on_error(context: Any) -> None:
+        pending = disarm()
+        if pending is not None and pending.fired:
+            raise Stalled(pending.seconds)
+
+    event.listen(connection, "before_cursor_execute", before_execute)
+    event.listen(connection, "after_cursor_execute", after_execute)
+    event.listen(connection.engine, "handle_error", on_error)
 
 
 def bounded(limit: float, remaining: Optional[Callable[[], float]]) -> Callable[[], float]:

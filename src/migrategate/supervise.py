@@ -31,6 +31,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
+from . import deadline
 from .lock import MigrationLock
 from .log import Writer
 from .plan import Plan
@@ -41,6 +42,9 @@ from .signals import SignalGuard
 
 #: How often the lock session is asked whether it still holds the lock.
 HEARTBEAT_SECONDS = 1.0
+#: The longest the lock session may take to answer the heartbeat: a session that stalls
+#: (a frozen proxy or path) can't prove the lock is ours, so it counts as lost.
+HEARTBEAT_DEADLINE = 10.0
 #: How long a signalled child gets to roll back before its session is ended for it.
 GRACE_SECONDS = 20.0
 #: How often the main loop looks at the child when its pipes are quiet.
@@ -238,7 +242,8 @@ class Supervisor:
         last_beat = time.monotonic()
         while not self._stop.wait(HEARTBEAT_SECONDS):
             try:
-                held = self.lock.still_held()
+                with deadline.capped(HEARTBEAT_DEADLINE):
+                    held = self.lock.still_held()
                 reason = None if held else "the server no longer lists the lock as ours"
             except Exception as exc:  # noqa: BLE001 - any failure of the lock session loses it
                 from .dberrors import describe

@@ -179,3 +179,83 @@ def test_still_held_raises_when_the_lock_session_stalls(backend, request):
     assert "stalled" in str(box["error"])
     # a control round trip's documented deadline: --connect-timeout within 2-30 s
     assert elapsed < min(max(connect_timeout, 2), 30) + 3, elapsed
+
+
+# ---------------------------------------------------------------- during a migration
+
+#: env.py whose own engine dials $ENV_URL (so one of the two sessions can go through a proxy)
+ENV_VIA = '''
+import os
+from alembic import context
+from sqlalchemy import create_engine, pool
+
+engine = create_engine(os.environ["ENV_URL"], poolclass=pool.NullPool)
+with engine.connect() as connection:
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+'''
+
+
+def _sleeping_project(tmp_path, seconds):
+    from factory import Rev
+
+    mig = write_project(tmp_path, [Rev("r001", None, f'op.execute("SELECT pg_sleep({seconds})")'),
+                                   Rev("r002", "r001", 'op.create_table("t2")')])
+    (mig / "env.py").write_text(ENV_VIA)
+    return mig
+
+
+def _sleeping(url):
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(%' "
+                "AND pid <> pg_backend_pid()")).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_a_lock_session_that_stalls_mid_revision_is_a_lost_lock(pg_url, tmp_path):
+    from factory import versions, wait_until
+
+    mig = _sleeping_project(tmp_path, 60)
+    proxy = _proxy(pg_url)  # migrategate's own sessions go through it; env.py's does not
+    try:
+        proc = spawn("upgrade", *args_for(proxy.url(pg_url), mig, "--allow-proxy",
+                                          "--connect-timeout", "3"), env={"ENV_URL": pg_url})
+        wait_until(lambda: _sleeping(pg_url), what="the revision to run", timeout=60)
+        proxy.freeze()
+        _, err = proc.communicate(timeout=120)  # it used to wait for the lock session forever
+    finally:
+        proxy.close()
+
+    assert proc.returncode == 11, err
+    assert "migration lock lost: the lock session failed: no answer from the database" in err
+    assert "could not be read back" in err  # the only path to the database is frozen
+    assert versions(pg_url) == []
+    wait_until(lambda: not _sleeping(pg_url), what="the revision's session to be ended")
+
+
+def test_with_statement_timeout_a_migration_statement_whose_answer_never_comes_fails(pg_url,
+                                                                                   tmp_path):
+    from factory import versions, wait_until
+
+    mig = _sleeping_project(tmp_path, 8)
+    proxy = _proxy(pg_url)  # env.py's session goes through it; migrategate's does not
+    try:
+        proc = spawn("upgrade", *args_for(pg_url, mig, "--statement-timeout", "2",
+                                          "--connect-timeout", "3"),
+                     env={"ENV_URL": proxy.url(pg_url)})
+        wait_until(lambda: _sleeping(pg_url), what="the revision to run", timeout=60)
+        proxy.freeze()  # the server's statement_timeout answer can no longer arrive
+        _, err = proc.communicate(timeout=120)  # it used to wait for that answer forever
+    finally:
+        proxy.close()
+
+    assert proc.returncode == 6, err
+    assert "revision r001" in err
+    assert "no answer from the database within 5.0 s (the connection stalled)" in err
+    assert "the connection to the database was lost" in err
+    assert versions(pg_url) == []
