@@ -26,9 +26,9 @@ import traceback
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Tuple
 
 from . import deadline
-from .connect import apply_session_settings, per_attempt
 from .dberrors import UNREACHABLE, category, code_of, describe, is_database_error, sqlstate
-from .dialect import dialect_for
+from .dialect import DDL_WORDS, dialect_for, first_word as _first_word
+from .dialect import of as dialect_of
 from .errors import MigrategateError
 from .fence import Fence, LockLostHere, dbapi_connection
 from .plan import Plan
@@ -46,7 +46,6 @@ from .protocol import (
 )
 from .settings import Settings
 from .signals import SignalGuard
-from .urls import MYSQL
 
 if TYPE_CHECKING:  # pragma: no cover
     from alembic.config import Config
@@ -130,7 +129,9 @@ class _Steps:
             return
         if not self.first_write:
             self.first_write = _one_line(statement)
-        self.sink(Statement(self.current, _one_line(statement), kind=_write_kind(conn, statement)))
+        kind = ("ddl" if self.dialect.commits_itself(dbapi_connection(conn), statement)
+                else "dml")  # "ddl": committed itself and all before it
+        self.sink(Statement(self.current, _one_line(statement), kind=kind))
 
     def transaction_began(self, conn: Any) -> None:
         self.txn_revision, self.txn_statements = self.current, 0
@@ -201,24 +202,17 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
             from sqlalchemy import event
 
             steps.connection = connection
-            backend = connection.engine.url.get_backend_name()
             # transaction ends are tracked on every run: a revision that committed part
             # of itself must be reported so, and never retried
             event.listen(connection, "before_cursor_execute", steps.executing)
             event.listen(connection, "begin", steps.transaction_began)
             for ended in ("commit", "rollback"):
                 event.listen(connection, ended, steps.transaction_ended)
-            if not dialect_for(backend).transactional_ddl:
+            if not steps.dialect.transactional_ddl:
                 event.listen(connection, "after_cursor_execute", steps.executed)
-            if backend in MYSQL:
-                wait = settings.first_lock_timeout
-                if wait is not None:
-                    set_wait_timeout(connection, steps, wait)
-            apply_session_settings(connection, settings)  # behind a proxy only (connect.py)
-            if settings.statement_timeout is not None and backend == "postgresql":
-                bound = settings.statement_timeout + per_attempt(settings)
-                deadline.bound_migration(
-                    connection, lambda: None if steps.in_autocommit else bound)
+            steps.dialect.prepare_migration(
+                connection, settings, lambda seconds: set_wait_timeout(connection, steps, seconds),
+                lambda: steps.in_autocommit)
             sink(Ready(fence.attach(connection)))
             _watch_cancel(connection, guard)
         configure_as_written(connection=connection, **kw)
@@ -237,9 +231,6 @@ SAVEPOINT = "migrategate_lock_retry"
 #: statements that change nothing a retry could repeat (MySQL: what may run before a
 #: retried DDL statement); anything else, or anything we can't classify, counts as a write
 _READS = ("SELECT", "SHOW", "SET", "DESCRIBE", "DESC", "EXPLAIN")
-#: MySQL statements that commit implicitly before they run (and so leave no transaction
-#: of ours open when they fail): the only statements a MySQL retry repeats
-_DDL = ("CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE")
 _END_WORD = r"(COMMIT|END|ABORT|ROLLBACK(?!\s+(WORK\s+|TRANSACTION\s+)?TO\b))\b"
 _ENDS = re.compile(r"\s*" + _END_WORD, re.IGNORECASE)
 #: a later statement of a multi-statement string that ends the transaction
@@ -262,15 +253,6 @@ def ends_transaction(statement: str) -> bool:
     return bool(_ENDS_LATER.search(_QUOTED.sub("''", statement)))
 
 
-def _write_kind(conn: Any, statement: str) -> str:
-    """"ddl" when this completed statement committed itself and all before it (MySQL
-    DDL; SQLite with no transaction open after it), else "dml" (undone by a rollback)."""
-    if conn.engine.url.get_backend_name() in MYSQL:
-        return "ddl" if _first_word(statement) in _DDL else "dml"
-    dbapi = dbapi_connection(conn)
-    return "dml" if getattr(dbapi, "in_transaction", False) else "ddl"
-
-
 def _driver_idle(conn: Any) -> bool:
     """psycopg 2 or 3 says no transaction is open (a C call, no round trip); False elsewhere.
 
@@ -288,11 +270,6 @@ def _driver_idle(conn: Any) -> bool:
 def _one_line(statement: str) -> str:
     """A statement as one line of at most 200 characters, for messages."""
     return " ".join(statement.split())[:200]
-
-
-def _first_word(statement: str) -> str:
-    words = statement.lstrip(" \t\r\n(").split(None, 1)
-    return words[0].upper() if words else ""
 
 
 def is_read(statement: str) -> bool:
@@ -353,7 +330,9 @@ def _with_lock_retries(migration_fn: Callable[..., Any], steps: _Steps, settings
     """
     retries = settings.lock_retries
     first = settings.first_lock_timeout or 1.0
-    mysql = settings.dialect in MYSQL
+    # where DDL commits itself nothing can be rolled back: only a DDL statement before
+    # which the revision changed nothing is retried (MySQL/MariaDB)
+    autocommitting = not steps.dialect.transactional_ddl
 
     def attempt_pg(attempt: int, conn: Any, fresh: bool) -> Callable[[], None]:
         """Start attempt ``attempt``; return how to undo it."""
@@ -371,18 +350,19 @@ def _with_lock_retries(migration_fn: Callable[..., Any], steps: _Steps, settings
         if category(exc) != "lock-timeout" or steps.partial:
             return False
         if attempt > retries:
-            if mysql and not steps.first_write and _first_word(steps.last_statement) in _DDL:
+            if (autocommitting and not steps.first_write
+                    and _first_word(steps.last_statement) in DDL_WORDS):
                 steps.not_retried("spent", "")  # and it had changed nothing: say so
             return False
         if steps.ends != ends:  # the revision ended a transaction itself: part of it stays
             steps.not_retried("ended", "")
             return False
-        if not mysql:
+        if not autocommitting:
             return True
         if steps.first_write:
             steps.not_retried("committed", steps.first_write)
             return False
-        if _first_word(steps.last_statement) not in _DDL:
+        if _first_word(steps.last_statement) not in DDL_WORDS:
             steps.not_retried("not-ddl", steps.last_statement)
             return False
         return True
@@ -391,7 +371,7 @@ def _with_lock_retries(migration_fn: Callable[..., Any], steps: _Steps, settings
         conn = context.connection
         fresh = steps.fresh_transaction()
         for attempt in range(1, retries + 2):
-            if mysql:
+            if autocommitting:
                 set_wait_timeout(conn, steps, lock_timeout_for(attempt, first))
                 undo: Callable[[], Any] = lambda: None  # noqa: E731 - nothing to undo
             else:
@@ -427,8 +407,8 @@ def _autocommit_blocks(steps: _Steps) -> Iterator[None]:
     def tracked(self: Any) -> Iterator[None]:
         with original(self):
             conn = self.connection
-            exempt = (steps.settings is not None and steps.settings.statement_timeout
-                      and conn.engine.url.get_backend_name() == "postgresql")
+            # --statement-timeout is refused where the database has no statement_timeout
+            exempt = steps.settings is not None and steps.settings.statement_timeout
             if exempt:  # CREATE INDEX CONCURRENTLY may run for hours: not a stuck statement
                 conn.exec_driver_sql("SET statement_timeout = 0")
 
@@ -466,65 +446,17 @@ def _blocker(connection: Optional["Connection"], statement: str) -> str:
     rights to see other sessions gets the table's name only."""
     names = [next(g for g in m.groups() if g) for m in _TABLE.finditer(statement or "")]
     table = names[0].replace('"', "").replace("`", "") if names else ""
-    backend = connection.engine.url.get_backend_name() if connection is not None else ""
-    if connection is None or not table or backend not in ("postgresql",) + MYSQL:
+    if connection is None or not table:
         return f"a lock on {table or 'a table'}"
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        who = (_pg_holders(connection, table) if backend == "postgresql"
-               else _mysql_holders(connection, table.split(".")[-1]))
+        who = dialect_of(connection).holders(connection, table)
     except SQLAlchemyError:  # naming the blocker is best effort; the retry goes on
         return f"a lock on {table}"
+    if who is None:
+        return f"a lock on {table}"
     return f"a lock on {table} held by {who or 'a session that has just let go'}"
-
-
-def _pg_holders(connection: "Connection", table: str) -> str:
-    from sqlalchemy import text
-
-    rows = connection.execute(text(
-        "SELECT DISTINCT a.pid, a.application_name, a.state, "
-        "date_trunc('second', clock_timestamp() - a.xact_start) AS age "
-        "FROM pg_locks l JOIN pg_stat_activity a "
-        "ON a.pid = l.pid WHERE l.granted AND l.relation = to_regclass(:t) "
-        "AND a.pid <> pg_backend_pid()"), {"t": table}).fetchall()
-    return ", ".join(f"pid {r.pid} ({r.application_name or 'no application_name'}, "
-                     f"{r.state}, transaction open {r.age})" for r in rows)
-
-
-def _mysql_holders(connection: "Connection", table: str) -> str:
-    """performance_schema's metadata locks where they are recorded (MySQL 8 by default);
-    else the sessions with an open InnoDB transaction (MariaDB's default), which is where
-    a long reader's metadata lock lives."""
-    from sqlalchemy import text
-    from sqlalchemy.exc import SQLAlchemyError
-
-    try:
-        rows = connection.execute(text(
-            "SELECT DISTINCT t.PROCESSLIST_ID AS id, t.PROCESSLIST_USER AS user, "
-            "t.PROCESSLIST_COMMAND AS command, t.PROCESSLIST_TIME AS seconds "
-            "FROM performance_schema.metadata_locks m JOIN performance_schema.threads t "
-            "ON t.THREAD_ID = m.OWNER_THREAD_ID WHERE m.OBJECT_TYPE = 'TABLE' "
-            "AND m.OBJECT_SCHEMA = DATABASE() AND m.OBJECT_NAME = :t "
-            "AND m.LOCK_STATUS = 'GRANTED' AND t.PROCESSLIST_ID <> CONNECTION_ID()"),
-            {"t": table}).fetchall()
-    except SQLAlchemyError:
-        rows = []
-    if rows:
-        return ", ".join(f"connection {r.id} ({r.user}, {r.command}, {r.seconds} s)"
-                         for r in rows)
-    try:
-        rows = connection.execute(text(
-            "SELECT p.ID AS id, p.USER AS user, p.COMMAND AS command, "
-            "TIMESTAMPDIFF(SECOND, x.trx_started, NOW()) AS age "
-            "FROM information_schema.INNODB_TRX x JOIN information_schema.PROCESSLIST p "
-            "ON p.ID = x.trx_mysql_thread_id WHERE p.ID <> CONNECTION_ID()")).fetchall()
-    except SQLAlchemyError:
-        return ""
-    if not rows:
-        return ""
-    return "one of the sessions with an open transaction: " + ", ".join(
-        f"connection {r.id} ({r.user}, {r.command}, transaction open {r.age} s)" for r in rows)
 
 
 def _watch_cancel(connection: "Connection", guard: SignalGuard) -> None:

@@ -243,16 +243,9 @@ def _reconcile(plan: Plan, facts: RunFacts, applied: List[Applied], writer: Writ
 
 
 def _other_migrator(conn: "Connection", moved: List[str]) -> str:
-    from sqlalchemy import text
+    from .dialect import of
 
-    sessions = ""
-    if conn.engine.url.get_backend_name() == "postgresql":
-        rows = conn.execute(text(
-            "SELECT pid, application_name FROM pg_stat_activity WHERE datname = "
-            "current_database() AND pid <> pg_backend_pid() AND application_name NOT LIKE "
-            "'migrategate%' AND backend_type = 'client backend'")).fetchall()
-        sessions = ", ".join(f"pid {r.pid} ({r.application_name or 'no application_name'})"
-                             for r in rows)
+    sessions = of(conn).other_sessions(conn)
     return (f"alembic_version now holds {', '.join(moved)}, which this runner did not write"
             + (f"; other sessions: {sessions}" if sessions else ""))
 

@@ -7,7 +7,6 @@ password never fixes itself, so it fails fast with its own exit code.
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
@@ -17,7 +16,9 @@ from .errors import AuthError, ConfigError, PermissionDenied, UnreachableError
 from .log import Writer, default_writer
 from .retry import Backoff, interruptible
 from .settings import Settings
-from .urls import MYSQL, mask_url
+from .dialect import PostgreSQL, dialect_for
+from .dialect import of as dialect_of
+from .urls import mask_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection, Engine
@@ -25,8 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
 #: PyMySQL's socket timeout on a control connection: a backstop for the round trips no
 #: deadline is armed for (SET AUTOCOMMIT, ROLLBACK on close), later than any deadline.
 BACKSTOP_SECONDS = 5
-KEEPALIVE = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
-             "keepalives_count": 3}
 
 
 def per_attempt(settings: Settings) -> int:
@@ -34,68 +33,15 @@ def per_attempt(settings: Settings) -> int:
 
 
 def engine_options(settings: Settings, control: bool = True) -> Dict[str, Any]:
-    """connect_args that name the runner, bound each attempt and keep idle sessions alive.
+    """connect_args that name the runner, bound each attempt and keep idle sessions alive
+    (per database: :meth:`migrategate.dialect.Dialect.connect_args`).
 
     ``control`` connections (ours: lock, plan, verify) also bound the MySQL
     handshake read; a migration connection must not, or a long ALTER would
     time out on the client while the server keeps running it.
     """
     assert settings.url is not None
-    backend = settings.url.get_backend_name()
-    driver = settings.url.get_driver_name()
-    attempt = per_attempt(settings)
-    args: Dict[str, Any] = {}
-    if backend == "postgresql":
-        if driver in ("psycopg2", "psycopg"):
-            args["application_name"] = settings.application_name
-            args["connect_timeout"] = attempt
-            args.update(KEEPALIVE)
-        elif driver == "pg8000":
-            args["application_name"] = settings.application_name
-            args["timeout"] = attempt
-    elif backend in MYSQL:
-        if driver in ("pymysql", "mysqldb"):
-            args["connect_timeout"] = attempt
-            if driver == "pymysql":
-                args["program_name"] = settings.application_name
-            if driver == "pymysql" and control:
-                # the handshake read: a listener that accepts and stays silent
-                # must not hang us past --connect-timeout (reset after connecting)
-                args["read_timeout"] = attempt
-                args["write_timeout"] = attempt
-    return args
-
-
-def session_settings(settings: Settings, server_version: int) -> Dict[str, int]:
-    """The migration session's settings on PostgreSQL, name -> milliseconds.
-
-    ``client_connection_check_interval`` (14+) makes the server abort an
-    orphaned statement soon after its client died, instead of running it to the
-    end; ``lock_timeout`` is ``--pg-lock-timeout`` (1 s by default with
-    ``--lock-retries``: set once per session, so a revision that isn't blocked
-    pays no statement for it); ``statement_timeout`` is ``--statement-timeout``.
-    """
-    wanted: Dict[str, int] = {}
-    if server_version >= 140000:
-        wanted["client_connection_check_interval"] = 2000
-    if settings.first_lock_timeout is not None:
-        wanted["lock_timeout"] = int(settings.first_lock_timeout * 1000)
-    if settings.statement_timeout is not None:
-        wanted["statement_timeout"] = int(settings.statement_timeout * 1000)
-    return wanted
-
-
-def session_options(settings: Settings, server_version: int) -> str:
-    """:func:`session_settings` as libpq ``-c`` options; none behind a proxy.
-
-    A proxy may refuse them (PgBouncer by default: "unsupported startup
-    parameter: options") or drop them silently (``ignore_startup_parameters =
-    options``); there :func:`apply_session_settings` SETs them instead.
-    """
-    if settings.behind_proxy:
-        return ""
-    return " ".join(f"-c {name}={value}"
-                    for name, value in session_settings(settings, server_version).items())
+    return dialect_for(settings.dialect).connect_args(settings, per_attempt(settings), control)
 
 
 def apply_session_settings(connection: "Connection", settings: Settings) -> None:
@@ -111,12 +57,12 @@ def apply_session_settings(connection: "Connection", settings: Settings) -> None
     session (transaction pooling) shows here as a setting not in force, and is
     refused (exit 2) instead of migrating without ``--pg-lock-timeout``.
     """
-    if not settings.behind_proxy or connection.engine.url.get_backend_name() != "postgresql":
+    if not settings.behind_proxy:
         return
     from .fence import dbapi_connection
 
     major = (connection.dialect.server_version_info or (0,))[0]  # all it decides is 14+
-    wanted = session_settings(settings, int(major) * 10000)
+    wanted = PostgreSQL().session_settings(settings, int(major) * 10000)
     if not wanted:
         return
     dbapi = dbapi_connection(connection)
@@ -145,55 +91,9 @@ def apply_session_settings(connection: "Connection", settings: Settings) -> None
             "force; nothing was applied")
 
 
-def with_session_options(settings: Settings, server_version: int) -> Settings:
-    """Settings whose URL carries :func:`session_options`, merged into its own ``options``.
-
-    Merged into the URL (not only ``PGOPTIONS``): libpq ignores ``PGOPTIONS``
-    when the connection string has ``options`` — and the Dify preset always
-    sets one (the session time zone).
-    """
-    import dataclasses
-
-    url = settings.url
-    options = session_options(settings, server_version)
-    if (url is None or not options or url.get_backend_name() != "postgresql"
-            or url.get_driver_name() not in ("psycopg2", "psycopg")):
-        return settings
-    existing = url.query.get("options")
-    if isinstance(existing, tuple):
-        existing = " ".join(existing)
-    merged = " ".join(filter(None, (existing, options)))
-    return dataclasses.replace(settings, url=url.update_query_dict({"options": merged}))
-
-
 def server_version(conn: "Connection") -> int:
-    """PostgreSQL's server_version_num (0 elsewhere), asked once per connection."""
-    from sqlalchemy import text
-
-    if conn.engine.url.get_backend_name() != "postgresql":
-        return 0
-    if "migrategate_server_version" not in conn.info:
-        conn.info["migrategate_server_version"] = int(
-            conn.execute(text("SHOW server_version_num")).scalar() or 0)
-    return int(conn.info["migrategate_server_version"])
-
-
-def _after_connect(read_timeout: float) -> Callable[[Any, Any], None]:
-    """PyMySQL: the socket timeout after the handshake; TCP keepalives on the socket."""
-
-    def after_connect(dbapi_connection: Any, record: Any) -> None:
-        sock = getattr(dbapi_connection, "_sock", None)
-        if hasattr(dbapi_connection, "_read_timeout"):
-            dbapi_connection._read_timeout = read_timeout
-            dbapi_connection._write_timeout = read_timeout
-        if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10),
-                                ("TCP_KEEPCNT", 3)):
-                if hasattr(socket, name):
-                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
-
-    return after_connect
+    """The server's version number where a rule depends on it (PostgreSQL), else 0."""
+    return dialect_of(conn).server_version(conn)
 
 
 def make_engine(settings: Settings,
@@ -211,7 +111,8 @@ def make_engine(settings: Settings,
     assert settings.url is not None
     engine = create_engine(settings.url, poolclass=NullPool,
                            connect_args=engine_options(settings))
-    if settings.url.get_backend_name() == "sqlite":
+    dialect = dialect_for(settings.dialect)
+    if not dialect.network:
         return engine  # a file: nothing to stall
     statement = deadline.control_seconds(settings.connect_timeout)
     attempt = per_attempt(settings)
@@ -219,8 +120,7 @@ def make_engine(settings: Settings,
                      deadline.bounded(attempt, remaining))
     if remaining is not None:
         event.listen(engine, "do_connect", _capped_attempt(attempt, remaining))
-    if settings.url.get_backend_name() in MYSQL:
-        event.listen(engine, "connect", _after_connect(statement + BACKSTOP_SECONDS))
+    dialect.tune_engine(engine, statement + BACKSTOP_SECONDS)
     return engine
 
 
@@ -290,7 +190,7 @@ def connect(
 def blocking(engine: "Engine", fn: Callable[[], Any]) -> Any:
     """``fn`` made interruptible by signals, except on SQLite (its objects are
     bound to the thread that made them; nothing there blocks on a network)."""
-    if engine.url.get_backend_name() == "sqlite":
+    if not dialect_of(engine).network:
         return fn()
     return interruptible(fn)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from .lock import PG_HELD_BY
+from .lock import PG_HELD_BY, key_halves
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection
@@ -29,9 +29,10 @@ class LockLostHere(Exception):
 
 
 class Fence:
+    """No fence (SQLite: the lock is a file lock held by the parent process itself)."""
+
     def __init__(self, info: Dict[str, Any]) -> None:
         self.info = info
-        self.kind = info.get("kind", "none")
 
     def attach(self, connection: "Connection") -> Optional[Dict[str, Any]]:
         """Take the worker lock on env.py's connection; return its session id.
@@ -40,15 +41,48 @@ class Fence:
         autobegin a transaction, and Alembic would then take env.py's connection
         for an external transaction and never commit per revision.
         """
-        if self.kind == "none":
-            return None
+        return None
+
+    def before_revision(self, connection: Optional["Connection"]) -> None:
+        """Before a revision starts (outside its transaction)."""
+
+    def before_commit(self, connection: Optional["Connection"]) -> None:
+        """Inside the revision's transaction, right before COMMIT."""
+
+
+class PostgresFence(Fence):
+    """Checked inside each revision's transaction: a lost lock rolls the revision back."""
+
+    def attach(self, connection: "Connection") -> Optional[Dict[str, Any]]:
         cursor = dbapi_connection(connection).cursor()
         try:
-            if self.kind == "postgresql":
-                cursor.execute("SELECT pg_backend_pid(), pg_try_advisory_lock(%s)",
-                               (self.info["worker_key"],))
-                pid, taken = cursor.fetchone()
-                return {"pid": int(pid), "worker_lock": bool(taken)}
+            cursor.execute("SELECT pg_backend_pid(), pg_try_advisory_lock(%s)",
+                           (self.info["worker_key"],))
+            pid, taken = cursor.fetchone()
+            return {"pid": int(pid), "worker_lock": bool(taken)}
+        finally:
+            cursor.close()
+
+    def before_commit(self, connection: Optional["Connection"]) -> None:
+        if connection is None:
+            return
+        from sqlalchemy import text
+
+        held = connection.execute(text(PG_HELD_BY), {
+            **key_halves(self.info["key"]), "pid": self.info["pid"],
+            "started": self.info["started"]}).scalar()
+        if not held:
+            raise LockLostHere(
+                f"the migration lock is no longer held by the runner's session "
+                f"(pid {self.info['pid']}); this revision's transaction is rolled back")
+
+
+class MySQLFence(Fence):
+    """Checked before each revision and before its version row (DDL commits at once)."""
+
+    def attach(self, connection: "Connection") -> Optional[Dict[str, Any]]:
+        cursor = dbapi_connection(connection).cursor()
+        try:
             cursor.execute("SELECT CONNECTION_ID(), GET_LOCK(%s, 0)", (self.info["worker_name"],))
             cid, taken = cursor.fetchone()
             return {"connection_id": int(cid), "worker_lock": taken == 1}
@@ -56,27 +90,14 @@ class Fence:
             cursor.close()
 
     def before_revision(self, connection: Optional["Connection"]) -> None:
-        if self.kind == "mysql" and connection is not None:
-            self._check_mysql(connection)
+        if connection is not None:
+            self._check(connection)
 
     def before_commit(self, connection: Optional["Connection"]) -> None:
-        if connection is None:
-            return
-        if self.kind == "postgresql":
-            from sqlalchemy import text
+        if connection is not None:
+            self._check(connection)
 
-            key = self.info["key"] & 0xFFFFFFFFFFFFFFFF
-            held = connection.execute(text(PG_HELD_BY), {
-                "hi": key >> 32, "lo": key & 0xFFFFFFFF, "pid": self.info["pid"],
-                "started": self.info["started"]}).scalar()
-            if not held:
-                raise LockLostHere(
-                    f"the migration lock is no longer held by the runner's session "
-                    f"(pid {self.info['pid']}); this revision's transaction is rolled back")
-        elif self.kind == "mysql":
-            self._check_mysql(connection)
-
-    def _check_mysql(self, connection: "Connection") -> None:
+    def _check(self, connection: "Connection") -> None:
         from sqlalchemy import text
 
         holder = connection.execute(text("SELECT IS_USED_LOCK(:n)"),
@@ -85,6 +106,14 @@ class Fence:
             raise LockLostHere(
                 f"the migration lock is no longer held by the runner's session (connection "
                 f"{self.info['connection_id']}; now {holder or 'nobody'})")
+
+
+#: the fence for the ``kind`` the parent's lock reported (:meth:`MigrationLock.fence`)
+_FENCES = {"postgresql": PostgresFence, "mysql": MySQLFence}
+
+
+def make_fence(info: Dict[str, Any]) -> Fence:
+    return _FENCES.get(info.get("kind", "none"), Fence)(info)
 
 
 def dbapi_connection(connection: "Connection") -> Any:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 from .errors import ConfigError, LockTimeout
 from .log import Writer, default_writer, timestamp
 from .retry import Backoff
-from .urls import MYSQL
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection
@@ -101,7 +100,7 @@ class PostgresLock(MigrationLock):
     def still_held(self) -> bool:
         from sqlalchemy import text
 
-        return bool(self.conn.execute(text(PG_HELD_BY_ME), _halves(self.key)).scalar())
+        return bool(self.conn.execute(text(PG_HELD_BY_ME), key_halves(self.key)).scalar())
 
     def fence(self) -> Dict[str, Any]:
         row = self._session()
@@ -132,13 +131,12 @@ class PostgresLock(MigrationLock):
         """
         from sqlalchemy import text
 
-        unsigned = self.key & 0xFFFFFFFFFFFFFFFF
         row = self.conn.execute(text(
             "SELECT inet_server_port() AS port, EXISTS (SELECT 1 FROM pg_locks "
             "WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
             "AND classid::bigint = :hi AND objid::bigint = :lo "
             "AND pid = pg_backend_pid()) AS ours"),
-            {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF}).first()
+            key_halves(self.key)).first()
         if row is not None and not row.ours:
             raise ConfigError(
                 "the migration lock is not held by this database session: a "
@@ -157,7 +155,8 @@ class PostgresLock(MigrationLock):
         return _pg_holder(self.conn, self.key)
 
 
-def _halves(key: int) -> Dict[str, int]:
+def key_halves(key: int) -> Dict[str, int]:
+    """A signed 64-bit advisory key as pg_locks shows it: two unsigned 32-bit halves."""
     unsigned = key & 0xFFFFFFFFFFFFFFFF
     return {"hi": unsigned >> 32, "lo": unsigned & 0xFFFFFFFF}
 
@@ -193,7 +192,7 @@ def _pg_holder(conn: "Connection", key: int, with_query: bool = False) -> Option
         "SELECT a.pid, a.application_name, host(a.client_addr) AS client, "
         "a.backend_start, a.state, left(a.query, 120) AS query "
         f"FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE {_PG_LOCK_ROW}"),
-        _halves(key)).first()
+        key_halves(key)).first()
     if row is None:
         return None
     parts = []
@@ -350,15 +349,10 @@ class SQLiteFileLock(MigrationLock):
 
 
 def lock_for(conn: "Connection", name: str) -> MigrationLock:
-    backend = conn.engine.url.get_backend_name()
-    if backend == "postgresql":
-        return PostgresLock(conn, name)
-    if backend in MYSQL:
-        return MySQLLock(conn, name)
-    if backend == "sqlite":
-        return SQLiteFileLock(conn, name)
-    raise ConfigError(f"no migration lock for {backend!r} databases",
-                      "supported: postgresql, mysql/mariadb, sqlite")
+    """The lock of this connection's kind of database (:meth:`Dialect.lock`)."""
+    from .dialect import of
+
+    return of(conn).lock(conn, name)
 
 
 def acquire(

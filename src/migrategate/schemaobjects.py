@@ -151,12 +151,6 @@ def _constraint_names(insp: Any, table: str) -> Set[str]:
 
 def invalid_indexes(conn: "Connection") -> List[str]:
     """PostgreSQL indexes left INVALID by a failed or interrupted CONCURRENTLY build."""
-    from sqlalchemy import text
+    from .dialect import of
 
-    if conn.engine.url.get_backend_name() != "postgresql":
-        return []
-    rows = conn.execute(text(
-        "SELECT n.nspname || '.' || c.relname FROM pg_index i "
-        "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE NOT i.indisvalid ORDER BY 1")).fetchall()
-    return [r[0] for r in rows]
+    return of(conn).invalid_indexes(conn)

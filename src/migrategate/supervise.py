@@ -32,6 +32,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from . import deadline
+from .dialect import dialect_for
 from .lock import MigrationLock
 from .log import Writer
 from .plan import Plan
@@ -125,13 +126,8 @@ class Supervisor:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
-        if self.settings.dialect == "postgresql":
-            from .connect import session_options
-
-            env["PGAPPNAME"] = self.settings.application_name
-            options = session_options(self.settings, self.server_version)
-            if options:  # for env.py files that build their own URL (libpq reads this)
-                env["PGOPTIONS"] = " ".join(filter(None, (env.get("PGOPTIONS"), options)))
+        env.update(dialect_for(self.settings.dialect).child_env(self.settings,
+                                                                self.server_version))
         return env
 
     # ------------------------------------------------------------------ the loop
@@ -305,18 +301,13 @@ class Supervisor:
             self.proc.kill()
 
     def _end_session(self, session: Dict[str, Any]) -> None:
-        from sqlalchemy import text
-
         from .connect import make_engine
 
         engine = make_engine(self.settings)
         try:
             with engine.connect() as conn:
-                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                if "pid" in session:
-                    conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": session["pid"]})
-                elif "connection_id" in session:
-                    conn.exec_driver_sql(f"KILL {int(session['connection_id'])}")
+                dialect_for(self.settings.dialect).end_session(
+                    conn.execution_options(isolation_level="AUTOCOMMIT"), session)
         finally:
             engine.dispose()
 

@@ -84,19 +84,20 @@ def main() -> None:
 
 def run(job: Any, sink: Callable[[Event], None]) -> int:
     from .apply import failure_record, run_upgrade
-    from .connect import with_session_options
-    from .fence import Fence
+    from .dialect import dialect_for
+    from .fence import make_fence
     from .plan import Plan
     from .runtime import migration_environment
     from .scripts import make_config
     from .settings import register_secrets, settings_from_dict
     from .signals import SignalGuard
 
-    settings = with_session_options(settings_from_dict(job["settings"]),
-                                    int(job.get("server_version") or 0))
+    given = settings_from_dict(job["settings"])
+    settings = dialect_for(given.dialect).migration_settings(
+        given, int(job.get("server_version") or 0))
     register_secrets(settings)
     plan = Plan.from_dict(job["plan"])
-    fence = Fence(job["fence"])
+    fence = make_fence(job["fence"])
     guard = SignalGuard()
     with guard:
         try:

@@ -16,8 +16,14 @@ from migrategate.dialect import Dialect, dialect_for
 from migrategate.errors import Interrupted, LockLost, MigrationFailed
 from migrategate.failures import outcome
 
-TRANSACTIONAL = Dialect("fakepg", "FakePG", transactional_ddl=True)
-AUTOCOMMITTING = Dialect("fakemy", "FakeMy", transactional_ddl=False)
+class _Fake(Dialect):
+    def __init__(self, label, transactional_ddl):
+        super().__init__(label.lower())
+        self.label, self.transactional_ddl = label, transactional_ddl
+
+
+TRANSACTIONAL = _Fake("FakePG", transactional_ddl=True)
+AUTOCOMMITTING = _Fake("FakeMy", transactional_ddl=False)
 
 
 def facts(*events, read_back=("a",)):
