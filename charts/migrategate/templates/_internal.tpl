@@ -125,8 +125,10 @@ The migrategate source files. Inside this chart: .Files; from a parent chart:
 {{- define "migrategate.internal.validate" -}}
 {{- $v := .values -}}
 {{- $db := $v.database -}}
-{{- if and $db.url (regexMatch "^[^:/]+://[^/@?#]*:[^@/?#]*@" $db.url) -}}
-{{- fail "migrategate: database.url must not contain a password (it would be a literal in the pod spec): remove it and set database.password, or database.existingSecret with database.secretKeys.password" -}}
+{{- /* SQLAlchemy's reading (make_url): the user name runs to the first ':' or '/', the
+password from that ':' to the first '@' after it, whatever it holds ('/', '?', '#'...). */ -}}
+{{- if and $db.url (regexMatch "^[^:/]*://[^:/]*:[^@]*@" $db.url) -}}
+{{- fail "migrategate: database.url must not contain a password (SQLAlchemy reads everything from the ':' after the user name to the next '@' as one, and it would be a literal in the pod spec): remove it and set database.password, or database.existingSecret with database.secretKeys.password" -}}
 {{- end -}}
 {{- if and $db.existingSecret $db.password -}}
 {{- fail "migrategate: database.password and database.existingSecret are both set: keep one (the password goes into a chart-created Secret only when existingSecret is empty)" -}}

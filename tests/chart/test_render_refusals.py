@@ -1,0 +1,97 @@
+"""Values the chart refuses at render time: what the API server, the kubelet or migrategate
+would refuse later, and a password that would otherwise be a literal in a pod spec.
+Every refusal names the value and what to change, and never repeats the password."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+
+from chartlib import Helm, one, values
+
+SECRET = "Hunter2-xyz"
+
+# Kubernetes' own rules (k8s.io/apimachinery/pkg/util/validation).
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def _assert_no_secret(text: str, secret: str = SECRET) -> None:
+    assert secret not in text, text
+    for part in re.split(r"[/?#@]", secret):  # no fragment of it either
+        if len(part) >= 3:
+            assert part not in text, text
+
+
+def _label_problems(labels: Dict[str, str]) -> List[str]:
+    bad = []
+    for key, value in labels.items():
+        prefix, _, name = key.rpartition("/")
+        if prefix and (len(prefix) > 253 or not DNS1123_SUBDOMAIN.match(prefix)):
+            bad.append(f"key {key!r}")
+        if len(name) > 63 or not LABEL_NAME.match(name):
+            bad.append(f"key {key!r}")
+        if len(value) > 63 or not LABEL_VALUE.match(value):
+            bad.append(f"{key}={value!r}")
+    return bad
+
+
+def assert_valid_for_the_api(docs: List[Dict[str, Any]]) -> None:
+    """Names and labels as the API server checks them (and the Job's pods: job-name label)."""
+    assert docs
+    for doc in docs:
+        meta = doc["metadata"]
+        name = meta["name"]
+        assert len(name) <= 253 and DNS1123_SUBDOMAIN.match(name), f"{doc['kind']} {name!r}"
+        if doc["kind"] in ("Job", "Pod"):
+            assert len(name) <= 63, name  # the job-name label; a pod's hostname
+        assert not _label_problems(meta.get("labels") or {}), (name, meta["labels"])
+        if doc["kind"] == "Job":
+            tmpl = doc["spec"]["template"]["metadata"]
+            assert not _label_problems(tmpl.get("labels") or {}), tmpl["labels"]
+
+
+# --------------------------------------------------------------------- 1. database.url
+
+@pytest.mark.parametrize("url", [
+    f"postgresql://app:pa/{SECRET}@db/app",
+    f"postgresql://app:pa?{SECRET}@db/app",
+    f"postgresql://app:pa#{SECRET}@db/app",
+    f"mysql+pymysql://app:{SECRET}/x?y#z@db:3306/app",
+    f"postgresql://app:{SECRET}@db@other/app",  # SQLAlchemy: password ends at the first '@'
+    f"postgresql://app:{SECRET}@db/app",
+    f"postgresql://app:{SECRET}%2F@db/app",
+])
+def test_url_with_a_password_is_refused_wherever_it_ends(helm: Helm, url: str) -> None:
+    err = helm.template_error(values=values(database={"url": url}))
+    assert "database.url must not contain a password" in err, err
+    assert "database.existingSecret" in err  # says what to do instead
+    _assert_no_secret(err)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://app@db:5432/app",
+    "postgresql://db:5432/app",
+    "postgresql://app@db/app?sslmode=require&application_name=a:b",
+    "postgresql://app@[::1]:5432/app",
+    "sqlite:////data/app.db",
+])
+def test_url_without_a_password_renders(helm: Helm, url: str) -> None:
+    docs = helm.template(values=values(database={"url": url}))
+    env = {e["name"]: e for e in one(docs, "Job")["spec"]["template"]["spec"]["containers"][0]
+           ["env"]}
+    assert env["MIGRATEGATE_DATABASE_URL"]["value"] == url
+
+
+def test_parent_chart_helpers_refuse_a_url_password(helm: Helm, parent_chart: Path) -> None:
+    for gate in ("wait", "upgrade"):
+        err = helm.template_error(chart=parent_chart, values={
+            "schemaGate": gate,
+            "migrategate": {"job": {"enabled": False}, "tests": {"enabled": False},
+                            "database": {"url": f"postgresql://shop:x/{SECRET}@pg/shop"}}})
+        assert "database.url must not contain a password" in err, err
+        _assert_no_secret(err)
