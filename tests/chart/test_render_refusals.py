@@ -10,7 +10,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from chartlib import Helm, one, values
+from chartlib import CHART, LINT_VALUES, Helm, merge, one, values
 
 SECRET = "Hunter2-xyz"
 
@@ -95,3 +95,66 @@ def test_parent_chart_helpers_refuse_a_url_password(helm: Helm, parent_chart: Pa
                             "database": {"url": f"postgresql://shop:x/{SECRET}@pg/shop"}}})
         assert "database.url must not contain a password" in err, err
         _assert_no_secret(err)
+
+
+# --------------------------------------------------------------------- 2. args and env
+
+URL_WITH_SECRET = f"postgresql://u:{SECRET}@h/d"
+
+
+@pytest.mark.parametrize("over, where", [
+    ({"upgrade": {"extraArgs": [f"--database-url={URL_WITH_SECRET}"]}}, "upgrade.extraArgs[0]"),
+    ({"upgrade": {"extraArgs": ["--json", "--database-url", URL_WITH_SECRET]}},
+     "upgrade.extraArgs[2]"),
+    ({"gate": {"extraArgs": [f"--database-url={URL_WITH_SECRET}"]}}, "gate.extraArgs[0]"),
+    ({"code": {"source": "image", "command": ["migrategate", f"--database-url={URL_WITH_SECRET}"]}},
+     "code.command[1]"),
+])
+def test_password_in_arguments_is_refused(helm: Helm, over: Dict[str, Any], where: str) -> None:
+    err = helm.template_error(values=merge(values(), over))
+    assert where in err and "password" in err, err
+    assert "database.url" in err and "database.existingSecret" in err, err
+    _assert_no_secret(err)
+
+
+@pytest.mark.parametrize("env", [
+    {"name": "MIGRATEGATE_DATABASE_PASSWORD", "value": SECRET},
+    {"name": "DB_PASSWORD", "value": SECRET},
+    {"name": "PGPASSWORD", "value": SECRET},
+    {"name": "DATABASE_URL", "value": URL_WITH_SECRET},
+    {"name": "MIGRATEGATE_DATABASE_URL", "value": URL_WITH_SECRET},
+    {"name": "MIGRATEGATE_REDIS_URL", "value": f"redis://:{SECRET}@redis:6379/0"},
+])
+def test_password_in_extra_env_is_refused(helm: Helm, env: Dict[str, str]) -> None:
+    err = helm.template_error(values=values(extraEnv=[{"name": "A", "value": "b"}, env]))
+    assert f"extraEnv[1] ({env['name']})" in err, err
+    assert "valueFrom" in err and "secretKeyRef" in err, err
+    _assert_no_secret(err)
+
+
+def test_extra_env_from_secrets_and_harmless_literals_render(helm: Helm) -> None:
+    extra = [
+        {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "pw"}}},
+        {"name": "REDIS_PASSWORD", "value": ""},  # Dify: "" is "no password"
+        {"name": "MIGRATEGATE_DATABASE_PASSWORD_FILE", "value": "/run/secrets/pw"},
+        {"name": "DATABASE_URL", "value": "postgresql://app@db/app"},
+    ]
+    docs = helm.template(values=values(extraEnv=extra,
+                                       upgrade={"extraArgs": ["--lock-retries=2"]}))
+    env = one(docs, "Job")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e for e in env if e["name"] in {x["name"] for x in extra}] == extra
+
+
+def test_inline_password_is_in_the_release_record_notes_and_readme(helm: Helm) -> None:
+    out = helm.run("install", "shop", str(CHART), "-n", "apps", "--dry-run=client",
+                   "-f", str(LINT_VALUES)).stdout
+    notes = out.split("NOTES:", 1)[1]
+    assert "helm get values shop -n apps" in notes, notes
+    assert "database.existingSecret" in notes
+    assert "not-a-real-password" not in notes
+    out = helm.run("install", "shop", str(CHART), "-n", "apps", "--dry-run=client",
+                   "-f", str(LINT_VALUES), "--set", "database.password=",
+                   "--set", "database.existingSecret=db").stdout
+    assert "helm get values" not in out.split("NOTES:", 1)[1]
+    readme = (CHART / "README.md").read_text()
+    assert "helm get values" in readme

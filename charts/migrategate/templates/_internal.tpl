@@ -130,6 +130,27 @@ password from that ':' to the first '@' after it, whatever it holds ('/', '?', '
 {{- if and $db.url (regexMatch "^[^:/]*://[^:/]*:[^@]*@" $db.url) -}}
 {{- fail "migrategate: database.url must not contain a password (SQLAlchemy reads everything from the ':' after the user name to the next '@' as one, and it would be a literal in the pod spec): remove it and set database.password, or database.existingSecret with database.secretKeys.password" -}}
 {{- end -}}
+{{- /* A password anywhere else in the container spec would be a literal too (README: "only
+via secretKeyRef or a mounted file"). A URL with one: "<scheme>://<user>:<password>@". */ -}}
+{{- $urlPassword := "://[^:/]*:[^@]*@" -}}
+{{- $instead := "give the URL without it (database.url, or a whole URL in a Secret: database.existingSecret with database.secretKeys.url) and the password through database.existingSecret or database.password" -}}
+{{- range $key, $list := dict "upgrade.extraArgs" $v.upgrade.extraArgs "gate.extraArgs" $v.gate.extraArgs "code.command" $v.code.command -}}
+{{- range $i, $arg := $list -}}
+{{- if regexMatch $urlPassword (toString $arg) -}}
+{{- fail (printf "migrategate: %s[%d] holds a URL with a password, which would be a literal in the pod spec (and in `kubectl describe`): remove it; %s" $key $i $instead) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $i, $e := $v.extraEnv -}}
+{{- if and (hasKey $e "value") (not (kindIs "invalid" $e.value)) -}}
+{{- $value := toString $e.value -}}
+{{- $name := toString $e.name -}}
+{{- $isPassword := and (contains "PASSWORD" (upper $name)) (not (hasSuffix "_FILE" (upper $name))) -}}
+{{- if or (and $value (or $isPassword (eq $name $db.passwordEnvName))) (regexMatch $urlPassword $value) -}}
+{{- fail (printf "migrategate: extraEnv[%d] (%s) has a literal value holding a password, which would be in the pod spec (and in `kubectl describe`): take it from a Secret with valueFrom.secretKeyRef instead of value, or %s" $i $name $instead) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if and $db.existingSecret $db.password -}}
 {{- fail "migrategate: database.password and database.existingSecret are both set: keep one (the password goes into a chart-created Secret only when existingSecret is empty)" -}}
 {{- end -}}
