@@ -158,3 +158,45 @@ def test_inline_password_is_in_the_release_record_notes_and_readme(helm: Helm) -
     assert "helm get values" not in out.split("NOTES:", 1)[1]
     readme = (CHART / "README.md").read_text()
     assert "helm get values" in readme
+
+
+# --------------------------------------------------------------------- 3. names
+
+@pytest.mark.parametrize("over", [
+    # trunc 63 lands right after a '.', or on "--" (trimSuffix "-" removed only one)
+    {"nameOverride": "a" * 57 + ".bc"},
+    {"nameOverride": "a" * 56 + "--b"},
+    {"nameOverride": "a" * 38 + "." + "b" * 20},  # the Job name's trunc 44
+    {"nameOverride": "a" * 50 + "." + "b" * 8},  # the test pod's trunc 56
+    {"fullnameOverride": "a" * 43 + "." + "b" * 19},
+    {"fullnameOverride": "a" * 55 + "." + "b" * 7},
+    {"nameOverride": "a" * 38 + "." + "b" * 20, "job": {"nameSuffixOverride": "x" * 18}},
+    {"nameOverride": "a" * 38 + "." + "b" * 20, "job": {"hook": {"enabled": True}}},
+])
+def test_truncated_names_stay_valid(helm: Helm, over: Dict[str, Any]) -> None:
+    docs = helm.template(values=merge(values(), over))
+    assert_valid_for_the_api(docs)
+
+
+@pytest.mark.parametrize("over, key", [
+    ({"nameOverride": "MyApp"}, "nameOverride"),
+    ({"nameOverride": "my_app"}, "nameOverride"),
+    ({"nameOverride": "-app"}, "nameOverride"),
+    ({"nameOverride": "app."}, "nameOverride"),
+    ({"fullnameOverride": "Shop-DB"}, "fullnameOverride"),
+    ({"fullnameOverride": "shop_db"}, "fullnameOverride"),
+    ({"fullnameOverride": "shop..db"}, "fullnameOverride"),
+])
+def test_invalid_name_overrides_are_refused(helm: Helm, over: Dict[str, Any], key: str) -> None:
+    err = helm.template_error(values=merge(values(), over))
+    value = next(iter(over.values()))
+    assert f"migrategate: {key} {value!r}".replace("'", '"') in err, err
+    assert "lowercase" in err, err
+
+
+def test_valid_name_overrides_render(helm: Helm) -> None:
+    docs = helm.template(values=values(nameOverride="db.migrate", fullnameOverride=""))
+    assert one(docs, "ConfigMap")["metadata"]["name"] == "shop-db.migrate-code"
+    assert_valid_for_the_api(docs)
+    docs = helm.template(values=values(fullnameOverride="shop-schema"))
+    assert one(docs, "ConfigMap")["metadata"]["name"] == "shop-schema-code"

@@ -9,6 +9,27 @@ They take the same dict as the public helpers: (dict "values" ... "context" ...)
 {{- printf "%s-%s" .context.Chart.Name .context.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/*
+A name cut to "max" characters without a trailing '-' or '.' (a DNS-1123 subdomain ends
+with a letter or digit; trimSuffix "-" removed one '-' and no '.').
+*/}}
+{{- define "migrategate.internal.truncName" -}}
+{{- regexReplaceAll "[-.]+$" (trunc (int .max) .name) "" -}}
+{{- end -}}
+
+{{/*
+Fails unless "value" (named "key") is empty or a DNS-1123 subdomain of at most 63
+characters: it goes into resource names (and, as nameOverride, into label values).
+*/}}
+{{- define "migrategate.internal.checkName" -}}
+{{- $value := toString (.value | default "") -}}
+{{- if and $value (or (gt (len $value) 63) (not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$" $value))) -}}
+{{- $hint := regexReplaceAll "[^a-z0-9.]+" (lower $value) "-" -}}
+{{- $hint = regexReplaceAll "[-.]*\\.[-.]*" $hint "." | trunc 63 | trimAll "-." -}}
+{{- fail (printf "migrategate: %s %q is not a valid name: it goes into resource names and labels, which take at most 63 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, a '.' only between two of them (a DNS-1123 subdomain)%s" .key $value (ternary (printf ", e.g. %q" $hint) "" (ne $hint ""))) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Selector labels: these two always keep the chart's values. */}}
 {{- define "migrategate.internal.selectorLabels" -}}
 {{- toJson (dict "app.kubernetes.io/name" (include "migrategate.name" .) "app.kubernetes.io/instance" .context.Release.Name) -}}
@@ -396,11 +417,11 @@ template:
 {{- end -}}
 
 {{- define "migrategate.internal.jobName" -}}
-{{- $base := include "migrategate.fullname" . | trunc 44 | trimSuffix "-" -}}
+{{- $base := include "migrategate.internal.truncName" (dict "name" (include "migrategate.fullname" .) "max" 44) -}}
 {{- if .values.job.hook.enabled -}}
 {{- printf "%s-migrate" $base -}}
 {{- else -}}
-{{- printf "%s-migrate-%s" $base (include "migrategate.internal.jobSuffix" .) | trunc 63 | trimSuffix "-" -}}
+{{- include "migrategate.internal.truncName" (dict "name" (printf "%s-migrate-%s" $base (include "migrategate.internal.jobSuffix" .)) "max" 63) -}}
 {{- end -}}
 {{- end -}}
 
