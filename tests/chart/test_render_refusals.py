@@ -200,3 +200,56 @@ def test_valid_name_overrides_render(helm: Helm) -> None:
     assert_valid_for_the_api(docs)
     docs = helm.template(values=values(fullnameOverride="shop-schema"))
     assert one(docs, "ConfigMap")["metadata"]["name"] == "shop-schema-code"
+
+
+# --------------------------------------------------------------------- 3. labels
+
+@pytest.mark.parametrize("over, where", [
+    ({"commonLabels": {"team": "data platform"}}, 'commonLabels "team"'),
+    ({"commonLabels": {"team": "x" * 64}}, 'commonLabels "team"'),
+    ({"commonLabels": {"team": "-x"}}, 'commonLabels "team"'),
+    ({"podLabels": {"owner": "a@b.c"}}, 'podLabels "owner"'),
+    ({"podLabels": {"tier": "db_"}}, 'podLabels "tier"'),
+])
+def test_invalid_label_values_are_refused(helm: Helm, over: Dict[str, Any], where: str) -> None:
+    err = helm.template_error(values=merge(values(), over))
+    assert f"migrategate: {where}" in err and "label value" in err and "63" in err, err
+
+
+@pytest.mark.parametrize("over, where", [
+    ({"commonLabels": {"bad key": "x"}}, 'commonLabels "bad key"'),
+    ({"commonLabels": {"Example.com/tier": "x"}}, 'commonLabels "Example.com/tier"'),
+    ({"podLabels": {"a/b/c": "x"}}, 'podLabels "a/b/c"'),
+    ({"podLabels": {"k" * 64: "x"}}, f'podLabels "{"k" * 64}"'),
+])
+def test_invalid_label_keys_are_refused(helm: Helm, over: Dict[str, Any], where: str) -> None:
+    err = helm.template_error(values=merge(values(), over))
+    assert f"migrategate: {where}" in err and "label key" in err, err
+
+
+def test_valid_labels_render(helm: Helm) -> None:
+    labels = {"team": "data-platform", "example.com/tier": "db", "empty": "", "v": "1.2_3"}
+    docs = helm.template(values=values(commonLabels=labels, podLabels={"x": "X" * 63}))
+    assert_valid_for_the_api(docs)
+    job = one(docs, "Job")
+    assert job["metadata"]["labels"]["example.com/tier"] == "db"
+    assert job["spec"]["template"]["metadata"]["labels"]["x"] == "X" * 63
+
+
+@pytest.mark.parametrize("over, where", [
+    ({"commonAnnotations": {"note to self": "x"}}, 'commonAnnotations "note to self"'),
+    ({"podAnnotations": {"a/b/c": "x"}}, 'podAnnotations "a/b/c"'),
+    ({"job": {"annotations": {"_x": "z"}}}, 'job.annotations "_x"'),
+])
+def test_invalid_annotation_keys_are_refused(helm: Helm, over: Dict[str, Any], where: str) -> None:
+    err = helm.template_error(values=merge(values(), over))
+    assert f"migrategate: {where}" in err and "annotation key" in err, err
+
+
+def test_annotation_values_are_free_text(helm: Helm) -> None:
+    note = "free text: spaces, 'quotes' and more than 63 characters " + "x" * 64
+    docs = helm.template(values=values(commonAnnotations={"example.com/note": note},
+                                       podAnnotations={"team": "data platform"}))
+    job = one(docs, "Job")
+    assert job["metadata"]["annotations"]["example.com/note"] == note
+    assert job["spec"]["template"]["metadata"]["annotations"]["team"] == "data platform"

@@ -44,9 +44,38 @@ Optional keys: "component", "extra" (a dict).
 {{- $chart := dict "helm.sh/chart" (include "migrategate.internal.chart" .) "app.kubernetes.io/managed-by" .context.Release.Service "app.kubernetes.io/part-of" (include "migrategate.name" .) -}}
 {{- with .context.Chart.AppVersion }}{{ $_ := set $chart "app.kubernetes.io/version" (toString .) }}{{ end -}}
 {{- with .component }}{{ $_ := set $chart "app.kubernetes.io/component" . }}{{ end -}}
+{{- include "migrategate.internal.checkLabels" (dict "key" "commonLabels" "labels" .values.commonLabels) -}}
+{{- include "migrategate.internal.checkLabels" (dict "key" "podLabels" "labels" .values.podLabels) -}}
 {{- $labels := include "migrategate.internal.selectorLabels" . | fromJson -}}
 {{- $labels = merge $labels (deepCopy (.extra | default dict)) (deepCopy (.values.commonLabels | default dict)) $chart -}}
 {{- toJson $labels -}}
+{{- end -}}
+
+{{/*
+Fails unless every key of "labels" (the value named "key") is a label key and every value a
+label value, as the API server checks them: key [prefix/]name, prefix a DNS-1123 subdomain
+of at most 253, name at most 63 letters, digits, '-', '_', '.' starting and ending with a
+letter or digit; value the same as a name, or empty. With "keysOnly" (annotations) only
+the keys are checked.
+*/}}
+{{- define "migrategate.internal.checkLabels" -}}
+{{- $where := .key -}}
+{{- $keysOnly := .keysOnly -}}
+{{- range $k, $value := .labels | default dict -}}
+{{- $name := $k -}}
+{{- $prefix := "" -}}
+{{- if contains "/" $k }}{{ $prefix = regexReplaceAll "/[^/]*$" $k "" }}{{ $name = regexReplaceAll "^.*/" $k "" }}{{ end -}}
+{{- if or (not (regexMatch "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$" $name)) (gt (len $name) 63) (and (contains "/" $k) (or (not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$" $prefix)) (gt (len $prefix) 253))) -}}
+{{- fail (printf "migrategate: %s %q is not a valid %s key: [prefix/]name, the name at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit; the optional prefix a lowercase DNS subdomain (e.g. example.com/team)" $where $k (ternary "annotation" "label" (eq $keysOnly true))) -}}
+{{- end -}}
+{{- if not $keysOnly -}}
+{{- $v := toString $value -}}
+{{- if or (gt (len $v) 63) (not (regexMatch "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$" $v)) -}}
+{{- $hint := regexReplaceAll "[^-A-Za-z0-9_.]+" $v "-" | trunc 63 | trimAll "-_." -}}
+{{- fail (printf "migrategate: %s %q: %q is not a valid label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit (or empty), e.g. %q; put free text in an annotation" $where $k $v $hint) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The labels dict as YAML (a mapping body). */}}
@@ -60,6 +89,9 @@ annotations) > "extra" (e.g. job.annotations) > commonAnnotations. Empty when no
 Optional keys: "extra", "own" (dicts).
 */}}
 {{- define "migrategate.internal.annotations" -}}
+{{- range $key, $a := dict "commonAnnotations" .values.commonAnnotations "podAnnotations" .values.podAnnotations "job.annotations" .values.job.annotations -}}
+{{- include "migrategate.internal.checkLabels" (dict "key" $key "labels" $a "keysOnly" true) -}}
+{{- end -}}
 {{- $a := merge (deepCopy (.own | default dict)) (deepCopy (.extra | default dict)) (deepCopy (.values.commonAnnotations | default dict)) -}}
 {{- if $a }}{{ toYaml $a }}{{ end -}}
 {{- end -}}
