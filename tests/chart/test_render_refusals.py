@@ -253,3 +253,51 @@ def test_annotation_values_are_free_text(helm: Helm) -> None:
     job = one(docs, "Job")
     assert job["metadata"]["annotations"]["example.com/note"] == note
     assert job["spec"]["template"]["metadata"]["annotations"]["team"] == "data platform"
+
+
+# --------------------------------------------------------------------- 3. image
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize("image, message", [
+    ({"repository": f"ghcr.io/example/app@{DIGEST}", "tag": "1.0.0"},
+     "image.repository holds a digest"),
+    ({"repository": f"ghcr.io/example/app@{DIGEST}", "tag": "", "digest": DIGEST},
+     "image.repository holds a digest"),
+    ({"tag": DIGEST}, "image.tag holds a digest"),
+    ({"tag": DIGEST, "digest": DIGEST}, "image.tag holds a digest"),
+    ({"tag": f"1.0.0@{DIGEST}"}, "image.tag holds a digest"),
+    ({"repository": "ghcr.io/example/app:1.0.0", "tag": "1.0.1"}, "image.repository holds a tag"),
+    ({"tag": "1.0 beta"}, 'image.tag "1.0 beta"'),
+    ({"tag": "-rc1"}, 'image.tag "-rc1"'),
+    ({"tag": "v" * 129}, "image.tag"),
+    ({"repository": "ghcr.io/Example/App"}, "image.repository"),
+    ({"repository": "ghcr.io/example/app "}, "image.repository"),
+    ({"registry": "registry.example.com:port"}, "image.registry"),
+])
+def test_invalid_image_references_are_refused(helm: Helm, image: Dict[str, Any],
+                                              message: str) -> None:
+    err = helm.template_error(values=values(image=image))
+    assert f"migrategate: {message}" in err, err
+    if "digest" in message:
+        assert "image.digest" in err
+
+
+@pytest.mark.parametrize("image, ref", [
+    ({"digest": DIGEST}, f"ghcr.io/example/app@{DIGEST}"),
+    ({"repository": f"ghcr.io/example/app@{DIGEST}", "tag": ""}, f"ghcr.io/example/app@{DIGEST}"),
+    ({"registry": "localhost:5000", "repository": "example/app"},
+     "localhost:5000/example/app:1.0.0"),
+    ({"repository": "ghcr.io/example/app:1.0.0", "tag": ""}, "ghcr.io/example/app:1.0.0"),
+    ({"repository": "app", "tag": "1.0.0_RC-1.b"}, "app:1.0.0_RC-1.b"),
+    ({"repository": "Registry.Example.com/team/app__x"}, "Registry.Example.com/team/app__x:1.0.0"),
+])
+def test_valid_image_references_render(helm: Helm, image: Dict[str, Any], ref: str) -> None:
+    job = one(helm.template(values=values(image=image)), "Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == ref
+
+
+def test_global_image_registry_is_checked_too(helm: Helm) -> None:
+    err = helm.template_error(values=merge(values(), {"global": {"imageRegistry": "a b"}}))
+    assert "global.imageRegistry" in err, err

@@ -136,7 +136,11 @@ The migrategate source files. Inside this chart: .Files; from a parent chart:
 {{- toJson $paths -}}
 {{- end -}}
 
-{{/* Image reference: the dict's "image" (a parent's own image), else values.image. */}}
+{{/*
+Image reference: the dict's "image" (a parent's own image), else values.image. The parts
+are checked against the reference grammar the kubelet parses (distribution/reference): a
+reference it cannot parse leaves the pod in InvalidImageName.
+*/}}
 {{- define "migrategate.internal.image" -}}
 {{- if .image -}}
 {{- .image -}}
@@ -145,17 +149,47 @@ The migrategate source files. Inside this chart: .Files; from a parent chart:
 {{- if not $img.repository -}}
 {{- fail "migrategate: image.repository is required: set it to the APPLICATION's image (the one holding its migrations), e.g. langgenius/dify-api, with image.tag the app's tag" -}}
 {{- end -}}
-{{- $registry := $img.registry -}}
-{{- with .values.global }}{{ with .imageRegistry }}{{ $registry = . }}{{ end }}{{ end -}}
-{{- $repo := $img.repository -}}
-{{- if $registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" $registry) $img.repository }}{{ end -}}
-{{- if $img.digest -}}
-{{- printf "%s@%s" $repo $img.digest -}}
-{{- else if $img.tag -}}
-{{- printf "%s:%s" $repo $img.tag -}}
-{{- else -}}
-{{- $repo -}}
+{{- $dc := "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])" -}}
+{{- $domain := printf "(?:%s(?:\\.%s)*(?::[0-9]+)?|\\[[0-9A-Fa-f:]+\\](?::[0-9]+)?)" $dc $dc -}}
+{{- $pc := "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*" -}}
+{{- $tagRe := "[\\w][\\w.-]{0,127}" -}}
+{{- $digestRe := "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}" -}}
+{{- $repo := toString $img.repository -}}
+{{- $tag := toString ($img.tag | default "") -}}
+{{- $digest := toString ($img.digest | default "") -}}
+{{- if or (contains "@" $tag) (hasPrefix "sha256:" $tag) (regexMatch (printf "^%s$" $digestRe) $tag) -}}
+{{- fail (printf "migrategate: image.tag holds a digest (%q): put the digest (sha256:...) in image.digest, which wins over the tag, and set image.tag to the tag it stands for or \"\"" $tag) -}}
 {{- end -}}
+{{- if and (contains "@" $repo) (or $tag $digest) -}}
+{{- fail (printf "migrategate: image.repository holds a digest (%q) and image.%s is set too, which makes an image reference the kubelet cannot parse: put the digest in image.digest and only the repository in image.repository" $repo (ternary "digest" "tag" (ne $digest ""))) -}}
+{{- end -}}
+{{- if and $tag (not $digest) (regexMatch ":[^/]*$" $repo) -}}
+{{- fail (printf "migrategate: image.repository holds a tag (%q) and image.tag is set too (%q), which makes an image reference the kubelet cannot parse: keep only the repository in image.repository and the tag in image.tag" $repo $tag) -}}
+{{- end -}}
+{{- if and $tag (not (regexMatch (printf "^%s$" $tagRe) $tag)) -}}
+{{- fail (printf "migrategate: image.tag %q is not a valid image tag: at most 128 letters, digits, '_', '.' or '-', not starting with '.' or '-' (quote numbers in YAML: tag: \"1.10\")" $tag) -}}
+{{- end -}}
+{{- if not (regexMatch (printf "^(?:%s/)?%s(?:/%s)*(?::%s)?(?:@%s)?$" $domain $pc $pc $tagRe $digestRe) $repo) -}}
+{{- fail (printf "migrategate: image.repository %q is not a valid image repository: [registry[:port]/]path, the path's components lowercase letters and digits separated by '.', '_', '__' or '-', joined by '/' (no spaces; a tag goes in image.tag, a digest in image.digest)" $repo) -}}
+{{- end -}}
+{{- $registry := toString ($img.registry | default "") -}}
+{{- $registryKey := "image.registry" -}}
+{{- with .values.global }}{{ with .imageRegistry }}{{ $registry = toString . }}{{ $registryKey = "global.imageRegistry" }}{{ end }}{{ end -}}
+{{- if and $registry (not (regexMatch (printf "^%s(?:/%s)*/?$" $domain $pc) $registry)) -}}
+{{- fail (printf "migrategate: %s %q is not a valid registry: host[:port] (a numeric port), optionally followed by /path with lowercase path components, e.g. registry.example.com:5000/mirror" $registryKey $registry) -}}
+{{- end -}}
+{{- if $registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" $registry) $repo }}{{ end -}}
+{{- $ref := $repo -}}
+{{- if $digest -}}
+{{- $ref = printf "%s@%s" $repo $digest -}}
+{{- else if $tag -}}
+{{- $ref = printf "%s:%s" $repo $tag -}}
+{{- end -}}
+{{- $name := regexReplaceAll "(?::[^:/@]*)?(?:@.*)?$" $ref "" -}}
+{{- if or (gt (len $name) 255) (not (regexMatch (printf "^(?:%s/)?%s(?:/%s)*(?::%s)?(?:@%s)?$" $domain $pc $pc $tagRe $digestRe) $ref)) -}}
+{{- fail (printf "migrategate: the image reference %q (from %s, image.repository, image.tag/image.digest) is not one the kubelet can parse (and the repository name is at most 255 characters): fix those values" $ref $registryKey) -}}
+{{- end -}}
+{{- $ref -}}
 {{- end -}}
 {{- end -}}
 
