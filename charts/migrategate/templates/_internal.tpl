@@ -9,6 +9,27 @@ They take the same dict as the public helpers: (dict "values" ... "context" ...)
 {{- printf "%s-%s" .context.Chart.Name .context.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/*
+A name cut to "max" characters without a trailing '-' or '.' (a DNS-1123 subdomain ends
+with a letter or digit; trimSuffix "-" removed one '-' and no '.').
+*/}}
+{{- define "migrategate.internal.truncName" -}}
+{{- regexReplaceAll "[-.]+$" (trunc (int .max) .name) "" -}}
+{{- end -}}
+
+{{/*
+Fails unless "value" (named "key") is empty or a DNS-1123 subdomain of at most 63
+characters: it goes into resource names (and, as nameOverride, into label values).
+*/}}
+{{- define "migrategate.internal.checkName" -}}
+{{- $value := toString (.value | default "") -}}
+{{- if and $value (or (gt (len $value) 63) (not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$" $value))) -}}
+{{- $hint := regexReplaceAll "[^a-z0-9.]+" (lower $value) "-" -}}
+{{- $hint = regexReplaceAll "[-.]*\\.[-.]*" $hint "." | trunc 63 | trimAll "-." -}}
+{{- fail (printf "migrategate: %s %q is not a valid name: it goes into resource names and labels, which take at most 63 lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, a '.' only between two of them (a DNS-1123 subdomain)%s" .key $value (ternary (printf ", e.g. %q" $hint) "" (ne $hint ""))) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Selector labels: these two always keep the chart's values. */}}
 {{- define "migrategate.internal.selectorLabels" -}}
 {{- toJson (dict "app.kubernetes.io/name" (include "migrategate.name" .) "app.kubernetes.io/instance" .context.Release.Name) -}}
@@ -23,9 +44,38 @@ Optional keys: "component", "extra" (a dict).
 {{- $chart := dict "helm.sh/chart" (include "migrategate.internal.chart" .) "app.kubernetes.io/managed-by" .context.Release.Service "app.kubernetes.io/part-of" (include "migrategate.name" .) -}}
 {{- with .context.Chart.AppVersion }}{{ $_ := set $chart "app.kubernetes.io/version" (toString .) }}{{ end -}}
 {{- with .component }}{{ $_ := set $chart "app.kubernetes.io/component" . }}{{ end -}}
+{{- include "migrategate.internal.checkLabels" (dict "key" "commonLabels" "labels" .values.commonLabels) -}}
+{{- include "migrategate.internal.checkLabels" (dict "key" "podLabels" "labels" .values.podLabels) -}}
 {{- $labels := include "migrategate.internal.selectorLabels" . | fromJson -}}
 {{- $labels = merge $labels (deepCopy (.extra | default dict)) (deepCopy (.values.commonLabels | default dict)) $chart -}}
 {{- toJson $labels -}}
+{{- end -}}
+
+{{/*
+Fails unless every key of "labels" (the value named "key") is a label key and every value a
+label value, as the API server checks them: key [prefix/]name, prefix a DNS-1123 subdomain
+of at most 253, name at most 63 letters, digits, '-', '_', '.' starting and ending with a
+letter or digit; value the same as a name, or empty. With "keysOnly" (annotations) only
+the keys are checked.
+*/}}
+{{- define "migrategate.internal.checkLabels" -}}
+{{- $where := .key -}}
+{{- $keysOnly := .keysOnly -}}
+{{- range $k, $value := .labels | default dict -}}
+{{- $name := $k -}}
+{{- $prefix := "" -}}
+{{- if contains "/" $k }}{{ $prefix = regexReplaceAll "/[^/]*$" $k "" }}{{ $name = regexReplaceAll "^.*/" $k "" }}{{ end -}}
+{{- if or (not (regexMatch "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$" $name)) (gt (len $name) 63) (and (contains "/" $k) (or (not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$" $prefix)) (gt (len $prefix) 253))) -}}
+{{- fail (printf "migrategate: %s %q is not a valid %s key: [prefix/]name, the name at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit; the optional prefix a lowercase DNS subdomain (e.g. example.com/team)" $where $k (ternary "annotation" "label" (eq $keysOnly true))) -}}
+{{- end -}}
+{{- if not $keysOnly -}}
+{{- $v := toString $value -}}
+{{- if or (gt (len $v) 63) (not (regexMatch "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$" $v)) -}}
+{{- $hint := regexReplaceAll "[^-A-Za-z0-9_.]+" $v "-" | trunc 63 | trimAll "-_." -}}
+{{- fail (printf "migrategate: %s %q: %q is not a valid label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit (or empty), e.g. %q; put free text in an annotation" $where $k $v $hint) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The labels dict as YAML (a mapping body). */}}
@@ -39,6 +89,9 @@ annotations) > "extra" (e.g. job.annotations) > commonAnnotations. Empty when no
 Optional keys: "extra", "own" (dicts).
 */}}
 {{- define "migrategate.internal.annotations" -}}
+{{- range $key, $a := dict "commonAnnotations" .values.commonAnnotations "podAnnotations" .values.podAnnotations "job.annotations" .values.job.annotations -}}
+{{- include "migrategate.internal.checkLabels" (dict "key" $key "labels" $a "keysOnly" true) -}}
+{{- end -}}
 {{- $a := merge (deepCopy (.own | default dict)) (deepCopy (.extra | default dict)) (deepCopy (.values.commonAnnotations | default dict)) -}}
 {{- if $a }}{{ toYaml $a }}{{ end -}}
 {{- end -}}
@@ -83,7 +136,11 @@ The migrategate source files. Inside this chart: .Files; from a parent chart:
 {{- toJson $paths -}}
 {{- end -}}
 
-{{/* Image reference: the dict's "image" (a parent's own image), else values.image. */}}
+{{/*
+Image reference: the dict's "image" (a parent's own image), else values.image. The parts
+are checked against the reference grammar the kubelet parses (distribution/reference): a
+reference it cannot parse leaves the pod in InvalidImageName.
+*/}}
 {{- define "migrategate.internal.image" -}}
 {{- if .image -}}
 {{- .image -}}
@@ -92,17 +149,47 @@ The migrategate source files. Inside this chart: .Files; from a parent chart:
 {{- if not $img.repository -}}
 {{- fail "migrategate: image.repository is required: set it to the APPLICATION's image (the one holding its migrations), e.g. langgenius/dify-api, with image.tag the app's tag" -}}
 {{- end -}}
-{{- $registry := $img.registry -}}
-{{- with .values.global }}{{ with .imageRegistry }}{{ $registry = . }}{{ end }}{{ end -}}
-{{- $repo := $img.repository -}}
-{{- if $registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" $registry) $img.repository }}{{ end -}}
-{{- if $img.digest -}}
-{{- printf "%s@%s" $repo $img.digest -}}
-{{- else if $img.tag -}}
-{{- printf "%s:%s" $repo $img.tag -}}
-{{- else -}}
-{{- $repo -}}
+{{- $dc := "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])" -}}
+{{- $domain := printf "(?:%s(?:\\.%s)*(?::[0-9]+)?|\\[[0-9A-Fa-f:]+\\](?::[0-9]+)?)" $dc $dc -}}
+{{- $pc := "[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*" -}}
+{{- $tagRe := "[\\w][\\w.-]{0,127}" -}}
+{{- $digestRe := "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}" -}}
+{{- $repo := toString $img.repository -}}
+{{- $tag := toString ($img.tag | default "") -}}
+{{- $digest := toString ($img.digest | default "") -}}
+{{- if or (contains "@" $tag) (hasPrefix "sha256:" $tag) (regexMatch (printf "^%s$" $digestRe) $tag) -}}
+{{- fail (printf "migrategate: image.tag holds a digest (%q): put the digest (sha256:...) in image.digest, which wins over the tag, and set image.tag to the tag it stands for or \"\"" $tag) -}}
 {{- end -}}
+{{- if and (contains "@" $repo) (or $tag $digest) -}}
+{{- fail (printf "migrategate: image.repository holds a digest (%q) and image.%s is set too, which makes an image reference the kubelet cannot parse: put the digest in image.digest and only the repository in image.repository" $repo (ternary "digest" "tag" (ne $digest ""))) -}}
+{{- end -}}
+{{- if and $tag (not $digest) (regexMatch ":[^/]*$" $repo) -}}
+{{- fail (printf "migrategate: image.repository holds a tag (%q) and image.tag is set too (%q), which makes an image reference the kubelet cannot parse: keep only the repository in image.repository and the tag in image.tag" $repo $tag) -}}
+{{- end -}}
+{{- if and $tag (not (regexMatch (printf "^%s$" $tagRe) $tag)) -}}
+{{- fail (printf "migrategate: image.tag %q is not a valid image tag: at most 128 letters, digits, '_', '.' or '-', not starting with '.' or '-' (quote numbers in YAML: tag: \"1.10\")" $tag) -}}
+{{- end -}}
+{{- if not (regexMatch (printf "^(?:%s/)?%s(?:/%s)*(?::%s)?(?:@%s)?$" $domain $pc $pc $tagRe $digestRe) $repo) -}}
+{{- fail (printf "migrategate: image.repository %q is not a valid image repository: [registry[:port]/]path, the path's components lowercase letters and digits separated by '.', '_', '__' or '-', joined by '/' (no spaces; a tag goes in image.tag, a digest in image.digest)" $repo) -}}
+{{- end -}}
+{{- $registry := toString ($img.registry | default "") -}}
+{{- $registryKey := "image.registry" -}}
+{{- with .values.global }}{{ with .imageRegistry }}{{ $registry = toString . }}{{ $registryKey = "global.imageRegistry" }}{{ end }}{{ end -}}
+{{- if and $registry (not (regexMatch (printf "^%s(?:/%s)*/?$" $domain $pc) $registry)) -}}
+{{- fail (printf "migrategate: %s %q is not a valid registry: host[:port] (a numeric port), optionally followed by /path with lowercase path components, e.g. registry.example.com:5000/mirror" $registryKey $registry) -}}
+{{- end -}}
+{{- if $registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" $registry) $repo }}{{ end -}}
+{{- $ref := $repo -}}
+{{- if $digest -}}
+{{- $ref = printf "%s@%s" $repo $digest -}}
+{{- else if $tag -}}
+{{- $ref = printf "%s:%s" $repo $tag -}}
+{{- end -}}
+{{- $name := regexReplaceAll "(?::[^:/@]*)?(?:@.*)?$" $ref "" -}}
+{{- if or (gt (len $name) 255) (not (regexMatch (printf "^(?:%s/)?%s(?:/%s)*(?::%s)?(?:@%s)?$" $domain $pc $pc $tagRe $digestRe) $ref)) -}}
+{{- fail (printf "migrategate: the image reference %q (from %s, image.repository, image.tag/image.digest) is not one the kubelet can parse (and the repository name is at most 255 characters): fix those values" $ref $registryKey) -}}
+{{- end -}}
+{{- $ref -}}
 {{- end -}}
 {{- end -}}
 
@@ -125,8 +212,31 @@ The migrategate source files. Inside this chart: .Files; from a parent chart:
 {{- define "migrategate.internal.validate" -}}
 {{- $v := .values -}}
 {{- $db := $v.database -}}
-{{- if and $db.url (regexMatch "^[^:/]+://[^/@?#]*:[^@/?#]*@" $db.url) -}}
-{{- fail "migrategate: database.url must not contain a password (it would be a literal in the pod spec): remove it and set database.password, or database.existingSecret with database.secretKeys.password" -}}
+{{- /* SQLAlchemy's reading (make_url): the user name runs to the first ':' or '/', the
+password from that ':' to the first '@' after it, whatever it holds ('/', '?', '#'...). */ -}}
+{{- if and $db.url (regexMatch "^[^:/]*://[^:/]*:[^@]*@" $db.url) -}}
+{{- fail "migrategate: database.url must not contain a password (SQLAlchemy reads everything from the ':' after the user name to the next '@' as one, and it would be a literal in the pod spec): remove it and set database.password, or database.existingSecret with database.secretKeys.password" -}}
+{{- end -}}
+{{- /* A password anywhere else in the container spec would be a literal too (README: "only
+via secretKeyRef or a mounted file"). A URL with one: "<scheme>://<user>:<password>@". */ -}}
+{{- $urlPassword := "://[^:/]*:[^@]*@" -}}
+{{- $instead := "give the URL without it (database.url, or a whole URL in a Secret: database.existingSecret with database.secretKeys.url) and the password through database.existingSecret or database.password" -}}
+{{- range $key, $list := dict "upgrade.extraArgs" $v.upgrade.extraArgs "gate.extraArgs" $v.gate.extraArgs "code.command" $v.code.command -}}
+{{- range $i, $arg := $list -}}
+{{- if regexMatch $urlPassword (toString $arg) -}}
+{{- fail (printf "migrategate: %s[%d] holds a URL with a password, which would be a literal in the pod spec (and in `kubectl describe`): remove it; %s" $key $i $instead) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $i, $e := $v.extraEnv -}}
+{{- if and (hasKey $e "value") (not (kindIs "invalid" $e.value)) -}}
+{{- $value := toString $e.value -}}
+{{- $name := toString $e.name -}}
+{{- $isPassword := and (contains "PASSWORD" (upper $name)) (not (hasSuffix "_FILE" (upper $name))) -}}
+{{- if or (and $value (or $isPassword (eq $name $db.passwordEnvName))) (regexMatch $urlPassword $value) -}}
+{{- fail (printf "migrategate: extraEnv[%d] (%s) has a literal value holding a password, which would be in the pod spec (and in `kubectl describe`): take it from a Secret with valueFrom.secretKeyRef instead of value, or %s" $i $name $instead) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- if and $db.existingSecret $db.password -}}
 {{- fail "migrategate: database.password and database.existingSecret are both set: keep one (the password goes into a chart-created Secret only when existingSecret is empty)" -}}
@@ -373,11 +483,11 @@ template:
 {{- end -}}
 
 {{- define "migrategate.internal.jobName" -}}
-{{- $base := include "migrategate.fullname" . | trunc 44 | trimSuffix "-" -}}
+{{- $base := include "migrategate.internal.truncName" (dict "name" (include "migrategate.fullname" .) "max" 44) -}}
 {{- if .values.job.hook.enabled -}}
 {{- printf "%s-migrate" $base -}}
 {{- else -}}
-{{- printf "%s-migrate-%s" $base (include "migrategate.internal.jobSuffix" .) | trunc 63 | trimSuffix "-" -}}
+{{- include "migrategate.internal.truncName" (dict "name" (printf "%s-migrate-%s" $base (include "migrategate.internal.jobSuffix" .)) "max" 63) -}}
 {{- end -}}
 {{- end -}}
 

@@ -199,21 +199,25 @@ The password is only ever a secretKeyRef or a mounted file.
 
 {{/* migrategate.fullname: the resource-name prefix, <release>-migrategate (or the overrides). */}}
 {{- define "migrategate.fullname" -}}
+{{- $full := "" -}}
 {{- if .values.fullnameOverride -}}
-{{- .values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- include "migrategate.internal.checkName" (dict "key" "fullnameOverride" "value" .values.fullnameOverride) -}}
+{{- $full = .values.fullnameOverride -}}
 {{- else -}}
 {{- $name := include "migrategate.name" . -}}
 {{- if contains $name .context.Release.Name -}}
-{{- .context.Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- $full = .context.Release.Name -}}
 {{- else -}}
-{{- printf "%s-%s" .context.Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- $full = printf "%s-%s" .context.Release.Name $name -}}
 {{- end -}}
 {{- end -}}
+{{- include "migrategate.internal.truncName" (dict "name" $full "max" 63) -}}
 {{- end -}}
 
 {{/* migrategate.name: "migrategate" unless nameOverride (not .Chart.Name, so a parent computes the same). */}}
 {{- define "migrategate.name" -}}
-{{- default "migrategate" .values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- include "migrategate.internal.checkName" (dict "key" "nameOverride" "value" .values.nameOverride) -}}
+{{- include "migrategate.internal.truncName" (dict "name" (default "migrategate" .values.nameOverride) "max" 63) -}}
 {{- end -}}
 
 {{/* migrategate.secretName: the Secret holding the password/URL (existing or chart-created). */}}
