@@ -371,6 +371,30 @@ def _given(opt: Option, flags: Mapping[str, Any],
     return None
 
 
+@dataclass(frozen=True)
+class Output:
+    """How a CLI run reports: one JSON document or text, and the termination log."""
+
+    json: bool = False
+    termination_log: Optional[str] = None
+
+
+def output_settings(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -> Output:
+    """The output, decided before anything else can fail, from flag or environment exactly
+    as :func:`resolve` decides it, and used for every outcome (a configuration error
+    included). Never raises: a malformed ``MIGRATEGATE_JSON`` means text here, and
+    :func:`resolve` then reports it."""
+    env = os.environ if env is None else env
+    values: Dict[str, Any] = {}
+    for name in ("json", "termination_log"):
+        try:
+            given = _given(OPTIONS[name], flags, env)
+        except ConfigError:
+            given = None
+        values[name] = given[0] if given else OPTIONS[name].default
+    return Output(json=bool(values["json"]), termination_log=values["termination_log"])
+
+
 def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -> Settings:
     """Flags (``None`` = not given) beat ``MIGRATEGATE_*`` env, which beats presets and defaults."""
     env = os.environ if env is None else env
@@ -472,4 +496,4 @@ def default_application_name() -> str:
 
 
 __all__: List[str] = ["Settings", "resolve", "register_secrets", "build_url", "OPTIONS",
-                      "Option"]
+                      "Option", "Output", "output_settings"]
