@@ -33,6 +33,17 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+class _CommandParser(_Parser):
+    """A subcommand's parser: an argument it doesn't know is its usage error, with its usage
+    (argparse would hand it up to the top-level parser, which prints the top-level usage)."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error("unrecognized arguments: " + " ".join(extras))
+        return parsed, extras
+
+
 _GROUPS = {"database": "database and migrations (each also from MIGRATEGATE_<NAME>)",
            "output": "output"}
 
@@ -53,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The flags come from the option table: ``settings.OPTIONS`` (one row per option)."""
     from .settings import OPTIONS
 
-    common = _Parser(add_help=False)
+    common = _CommandParser(add_help=False)
     groups = {key: common.add_argument_group(title) for key, title in _GROUPS.items()}
     mutex: Dict[str, Any] = {}
     for opt in OPTIONS.values():
@@ -76,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"migrategate {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     sub.required = True
 
     for command in REGISTRY.values():

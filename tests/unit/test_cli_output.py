@@ -1,4 +1,4 @@
-"""One output path, one command registry.
+"""One output path, one command registry, each subcommand its own usage.
 
 In-process runs of ``cli.run`` (argv and env given), without a database: every case here
 ends in a usage or configuration error, before anything connects.
@@ -137,3 +137,22 @@ def test_the_library_doctor_stays_callable():
         with pytest.raises(ConfigError):
             migrategate.doctor(env={})
     assert inspect.isfunction(migrategate.doctor)
+
+
+# ------------------------------------------------------------------ a subcommand's usage
+
+@pytest.mark.parametrize("command", list(COMMANDS) + ["inject"])
+def test_a_misspelt_option_prints_the_subcommands_usage(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.build_parser().parse_args([command, "--conect-timeout", "3"])
+
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: migrategate {command} [-h]")
+    assert f"migrategate {command}: error: unrecognized arguments: --conect-timeout 3" in err
+
+
+def test_a_misspelt_option_through_run_says_which_subcommand(capsys):
+    assert cli.run(["verify", "--conect-timeout", "3"], {}) == 2
+    err = capsys.readouterr().err
+    assert "usage: migrategate verify" in err and "migrategate verify: error:" in err
