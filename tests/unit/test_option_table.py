@@ -1,5 +1,5 @@
 """One option table (settings.OPTIONS): the CLI, the environment, the library and the chart's
-values.schema.json accept and refuse the same values.
+values.schema.json accept and refuse the same values, and the README documents each option.
 
 The chart's value -> option mapping is read from the templates themselves (which value
 becomes which flag or MIGRATEGATE_* variable), so a new chart value that maps to an option
@@ -255,3 +255,59 @@ def test_a_value_out_of_bounds_says_the_bounds_whatever_its_source(opt):
                for m in messages), messages
     assert messages[0].replace(f"--{opt.name.replace('_', '-')}", "X") \
         == messages[1].replace(f"env {opt.envs[0]}", "X")
+
+
+# ------------------------------------------------------------------ the README
+
+def _readme_rows() -> List[List[str]]:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("| option | env | default |")
+    rows = []
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
+    return rows
+
+
+def _row(opt: Option) -> List[str]:
+    rows = _readme_rows()
+    if opt.flag is None:
+        found = [r for r in rows if r[0].startswith("(env only)") and opt.envs[0] in r[1]]
+    else:
+        found = [r for r in rows if re.match(rf"`{re.escape(opt.flag_name)}[ `]", r[0])]
+    assert len(found) == 1, f"README options table: no single row for {opt.flag_name}"
+    return found[0]
+
+
+@pytest.mark.parametrize("opt", list(OPTIONS.values()), ids=lambda o: o.name)
+def test_the_readme_documents_each_option(opt):
+    flag_cell, env_cell, default_cell = _row(opt)
+    for var in opt.envs:
+        assert f"`{var}`" in env_cell, var
+    shown = ("—", "none") if opt.default_text == "none" else (opt.default_text,)
+    cell = default_cell.replace("`", "")
+    assert any(re.match(rf"{re.escape(d)}(?![\w.])", cell) for d in shown), (shown, cell)
+    if set(opt.commands) != set(COMMANDS):
+        assert f"({', '.join(opt.commands)}" in flag_cell, flag_cell
+    if opt.dialect_label:
+        assert opt.dialect_label in flag_cell, flag_cell
+    if opt.metavar and opt.flag is not None:
+        assert f"`{opt.flag_name} {opt.metavar}`" in flag_cell, flag_cell
+
+
+def test_the_readme_documents_no_option_that_is_not_there():
+    flags = {o.flag_name for o in OPTIONS.values()}
+    for row in _readme_rows():
+        documented = re.match(r"`(--[a-z-]+)", row[0])
+        assert documented is None or documented.group(1) in flags, row[0]
+
+
+def test_cli_help_names_the_tables_defaults():
+    """Where a flag's help gives a default, it is the table's."""
+    for opt in OPTIONS.values():
+        for command in opt.commands:
+            text = opt.help_for(command) or ""
+            said = re.search(r"default:? ([^;),]+)", text)
+            if said and opt.kind in ("seconds", "count", "str") and opt.default is not None:
+                assert said.group(1).split()[0] == opt.default_text, (opt.name, said.group(1))
