@@ -37,29 +37,27 @@ from .errors import (  # noqa: F401  (re-exported)
 )
 
 
+# The submodule first: its first import would otherwise set the package's attribute
+# ``doctor`` to the module, over the function below (the second migrategate.doctor() call
+# then failed: 'module' object is not callable). It loads no SQLAlchemy.
+from . import doctor as _doctor_module  # noqa: E402,F401
+
 Seconds = Optional[float]
 Text = Optional[str]
 Tables = Optional[Sequence[str]]
 
 
 def _run(command: str, given: Dict[str, Any]) -> "Result":
-    from . import commands
-    from .settings import register_secrets, resolve
+    from .registry import execute
 
     env = given.pop("env")
-    options = {k: v for k, v in given.items() if v is not None}
-    settings = resolve(options, env)
-    register_secrets(settings)
-    if command == "doctor":
-        from .doctor import doctor as run_doctor
-
-        return run_doctor(settings)
-    return getattr(commands, command)(settings)
+    return execute(command, given, env)
 
 
 # Keyword-only and typed: a misspelt option is a TypeError, never a silent fall-back to
 # $DATABASE_URL. None means "not given": the environment (unless env={}), a preset or the
-# default applies, as for the CLI.
+# default applies, as for the CLI. Each signature is the command's options in the option
+# table (settings.OPTIONS, Option.commands; tests/unit/test_option_table.py holds them to it).
 
 def upgrade(*, database_url: Text = None, password_file: Text = None, password: Text = None,
             migrations: Text = None, config: Text = None, preset: Text = None,
@@ -79,9 +77,10 @@ def upgrade(*, database_url: Text = None, password_file: Text = None, password: 
 
 def verify(*, database_url: Text = None, password_file: Text = None, password: Text = None,
            migrations: Text = None, config: Text = None, preset: Text = None,
-           app_root: Text = None, target: Text = None, expect_tables: Tables = None,
-           connect_timeout: Seconds = None, allow_ahead: Optional[bool] = None,
-           version_table: Text = None, version_table_schema: Text = None,
+           app_root: Text = None, flask_app: Text = None, target: Text = None,
+           expect_tables: Tables = None, connect_timeout: Seconds = None,
+           allow_ahead: Optional[bool] = None, version_table: Text = None,
+           version_table_schema: Text = None, lock_name: Text = None,
            application_name: Text = None,
            env: Optional[Mapping[str, str]] = None) -> "Result":
     """The database is at the scripts' head(s) (or ``target``) and the tables exist."""
@@ -90,10 +89,12 @@ def verify(*, database_url: Text = None, password_file: Text = None, password: T
 
 def wait(*, database_url: Text = None, password_file: Text = None, password: Text = None,
          migrations: Text = None, config: Text = None, preset: Text = None,
-         app_root: Text = None, target: Text = None, expect_tables: Tables = None,
-         connect_timeout: Seconds = None, timeout: Seconds = None, interval: Seconds = None,
+         app_root: Text = None, flask_app: Text = None, target: Text = None,
+         expect_tables: Tables = None, connect_timeout: Seconds = None,
+         timeout: Seconds = None, interval: Seconds = None,
          allow_ahead: Optional[bool] = None, version_table: Text = None,
-         version_table_schema: Text = None, application_name: Text = None,
+         version_table_schema: Text = None, lock_name: Text = None,
+         application_name: Text = None,
          env: Optional[Mapping[str, str]] = None) -> "Result":
     """Block until verify passes (or raise WaitTimeout)."""
     return _run("wait", dict(locals()))
@@ -101,9 +102,9 @@ def wait(*, database_url: Text = None, password_file: Text = None, password: Tex
 
 def status(*, database_url: Text = None, password_file: Text = None, password: Text = None,
            migrations: Text = None, config: Text = None, preset: Text = None,
-           app_root: Text = None, connect_timeout: Seconds = None, lock_name: Text = None,
-           version_table: Text = None, version_table_schema: Text = None,
-           application_name: Text = None,
+           app_root: Text = None, flask_app: Text = None, connect_timeout: Seconds = None,
+           lock_name: Text = None, version_table: Text = None,
+           version_table_schema: Text = None, application_name: Text = None,
            env: Optional[Mapping[str, str]] = None) -> "Result":
     """Current revision(s), heads, pending revisions and who holds the lock."""
     return _run("status", dict(locals()))
@@ -111,9 +112,10 @@ def status(*, database_url: Text = None, password_file: Text = None, password: T
 
 def doctor(*, database_url: Text = None, password_file: Text = None, password: Text = None,
            migrations: Text = None, config: Text = None, preset: Text = None,
-           app_root: Text = None, expect_tables: Tables = None, redis_url: Text = None,
-           connect_timeout: Seconds = None, lock_name: Text = None, version_table: Text = None,
-           version_table_schema: Text = None,
+           app_root: Text = None, flask_app: Text = None, expect_tables: Tables = None,
+           redis_url: Text = None, connect_timeout: Seconds = None, lock_name: Text = None,
+           version_table: Text = None, version_table_schema: Text = None,
+           application_name: Text = None,
            env: Optional[Mapping[str, str]] = None) -> "Result":
     """Explain, check by check, why the schema is not there."""
     return _run("doctor", dict(locals()))

@@ -14,7 +14,9 @@ from .errors import EXIT_CODES, MigrategateError
 
 from ._version import __version__
 
-COMMANDS = ("upgrade", "verify", "wait", "status", "doctor")
+from .registry import COMMANDS as REGISTRY
+
+COMMANDS = tuple(REGISTRY)
 
 
 def _exit_table() -> str:
@@ -31,37 +33,51 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
+class _CommandParser(_Parser):
+    """A subcommand's parser: an argument it doesn't know is its usage error, with its usage
+    (argparse would hand it up to the top-level parser, which prints the top-level usage)."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error("unrecognized arguments: " + " ".join(extras))
+        return parsed, extras
+
+
+_GROUPS = {"database": "database and migrations (each also from MIGRATEGATE_<NAME>)",
+           "output": "output"}
+
+
+def _add_option(container: Any, opt: Any, command: str = "") -> None:
+    """One option of the table (settings.OPTIONS) as an argparse argument."""
+    kwargs: Dict[str, Any] = {"dest": opt.name, "help": opt.help_for(command)}
+    if opt.kind == "bool":
+        kwargs.update(action="store_true", default=None)
+    else:
+        kwargs["metavar"] = opt.metavar
+        if opt.kind == "list":
+            kwargs["action"] = "append"
+    container.add_argument(opt.flag_name, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    g = common.add_argument_group("database and migrations (each also from MIGRATEGATE_<NAME>)")
-    g.add_argument("--database-url", metavar="URL",
-                   help="SQLAlchemy URL; else MIGRATEGATE_DATABASE_URL, else DATABASE_URL. "
-                        "The password may be left out and given by --password-file")
-    g.add_argument("--password-file", metavar="PATH",
-                   help="file holding the password (a mounted Secret); or env "
-                        "MIGRATEGATE_DATABASE_PASSWORD")
-    src = g.add_mutually_exclusive_group()
-    src.add_argument("--migrations", metavar="DIR", help="Alembic script directory (with env.py)")
-    src.add_argument("--config", metavar="INI", help="alembic.ini to read script_location from")
-    g.add_argument("--preset", metavar="NAME", help="application preset: dify")
-    g.add_argument("--app-root", metavar="DIR",
-                   help="the app's source root, put on sys.path so revisions can import models")
-    g.add_argument("--flask-app", metavar="MODULE:FACTORY",
-                   help="use the real Flask app instead of a minimal one (Flask-Migrate dirs)")
-    g.add_argument("--connect-timeout", metavar="S",
-                   help="keep retrying an unreachable database this long (default 60)")
-    g.add_argument("--version-table", metavar="NAME", help="default alembic_version")
-    g.add_argument("--version-table-schema", metavar="SCHEMA")
-    g.add_argument("--lock-name", metavar="NAME", help="default migrategate")
-    g.add_argument("--application-name", metavar="NAME",
-                   help="how this runner shows up in the database (default migrategate:HOST:PID)")
-    o = common.add_argument_group("output")
-    o.add_argument("--json", action="store_true", default=None,
-                   help="print one JSON report on stdout (progress stays on stderr)")
-    o.add_argument("--termination-log", metavar="PATH",
-                   help="write the one-line outcome here (default /dev/termination-log if "
-                        "writable); empty to disable")
-    o.add_argument("--debug", action="store_true", help="show tracebacks (secrets masked)")
+    """The flags come from the option table: ``settings.OPTIONS`` (one row per option)."""
+    from .settings import OPTIONS
+
+    common = _CommandParser(add_help=False)
+    groups = {key: common.add_argument_group(title) for key, title in _GROUPS.items()}
+    mutex: Dict[str, Any] = {}
+    for opt in OPTIONS.values():
+        if not opt.group or opt.flag is None:
+            continue
+        container = groups[opt.group]
+        if opt.mutex:
+            if opt.mutex not in mutex:
+                mutex[opt.mutex] = container.add_mutually_exclusive_group()
+            container = mutex[opt.mutex]
+        _add_option(container, opt)
+    groups["output"].add_argument("--debug", action="store_true",
+                                  help="show tracebacks (secrets masked)")
 
     parser = _Parser(
         prog="migrategate",
@@ -71,76 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"migrategate {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     sub.required = True
 
-    def add(name: str, help_: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], help=help_, description=help_,
-                              epilog=_exit_table(),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-
-    def expect(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--expect-table", dest="expect_tables", action="append", metavar="T",
-                       help="a table that must exist afterwards (repeatable; "
-                            "schema.table allowed)")
-
-    up = add("upgrade", "lock, apply pending revisions, verify")
-    up.add_argument("--to", dest="target", metavar="REV",
-                    help="target revision (default: the single head; 'heads' for all)")
-    up.add_argument("--lock-timeout", metavar="S", help="wait this long for the lock (default 300)")
-    up.add_argument("--pg-lock-timeout", metavar="S",
-                    help="PostgreSQL lock_timeout for migration statements: fail fast instead "
-                         "of queueing app traffic behind a blocked ALTER")
-    up.add_argument("--mysql-lock-wait-timeout", metavar="S",
-                    help="MySQL/MariaDB lock_wait_timeout (whole seconds) for migration "
-                         "statements: a DDL statement waiting for a metadata lock fails after "
-                         "S seconds instead of queueing app traffic behind it")
-    up.add_argument("--lock-retries", metavar="N",
-                    help="when a revision's statement hits its lock timeout, retry the "
-                         "revision up to N times (timeout doubling up to 4x, jittered pauses; "
-                         "default 0). PostgreSQL: the attempt is rolled back whole. "
-                         "MySQL/MariaDB: only a DDL statement before which the revision "
-                         "changed nothing")
-    up.add_argument("--statement-timeout", metavar="S",
-                    help="PostgreSQL statement_timeout for migration statements (a backstop; "
-                         "not applied inside autocommit blocks)")
-    up.add_argument("--heartbeat", metavar="S",
-                    help="log a 'still running' line every S seconds while a revision runs "
-                         "(default 30; 0 disables)")
-    up.add_argument("--single-transaction", action="store_true", default=None,
-                    help="all pending revisions in one transaction (Alembic's default) instead "
-                         "of one per revision; faster on long chains of small revisions, but "
-                         "progress lines appear only at the end and a failure undoes them all")
-    up.add_argument("--allow-ahead", action="store_true", default=None,
-                    help="exit 0 without migrating when the database is at a revision newer "
-                         "than these scripts (a rollback to an older image)")
-    up.add_argument("--allow-proxy", action="store_true", default=None,
-                    help="PostgreSQL: go ahead when a proxy sits between migrategate and the "
-                         "server (default: refuse, since a transaction-pooling proxy such as "
-                         "PgBouncer pool_mode=transaction breaks the session lock); only for "
-                         "session-mode pools and plain TCP proxies")
-    expect(up)
-
-    ve = add("verify", "check the database is at the scripts' head(s); no changes")
-    ve.add_argument("--to", dest="target", metavar="REV", help="expected revision (default heads)")
-    ve.add_argument("--allow-ahead", action="store_true", default=None,
-                    help="pass when the database is at a revision newer than these scripts")
-    expect(ve)
-
-    wa = add("wait", "block until verify passes (for an app pod's initContainer)")
-    wa.add_argument("--to", dest="target", metavar="REV", help="expected revision (default heads)")
-    wa.add_argument("--timeout", metavar="S", help="give up after this long (default 600)")
-    wa.add_argument("--interval", metavar="S", help="seconds between polls (default 2)")
-    wa.add_argument("--allow-ahead", action="store_true", default=None,
-                    help="start when the database is newer than these scripts (rollback)")
-    expect(wa)
-
-    add("status", "current revision, heads, pending revisions, who holds the lock")
-
-    doc = add("doctor", "explain why the schema is not there: each check with what to do")
-    doc.add_argument("--redis-url", metavar="URL",
-                     help="Redis to inspect for Dify's db_upgrade_lock (or Dify's REDIS_* env)")
-    expect(doc)
+    for command in REGISTRY.values():
+        p = sub.add_parser(command.name, parents=[common], help=command.help,
+                           description=command.help, epilog=_exit_table(),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        for opt in command.options:
+            if not opt.group and opt.flag is not None:
+                _add_option(p, opt, command.name)
     _add_inject(sub)
     return parser
 
@@ -203,17 +159,22 @@ def _run_inject(args: argparse.Namespace) -> int:
 
 def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = None) -> int:
     """Run one command; returns the exit code (never raises except for argparse's exit)."""
+    from .settings import output_settings
+
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: usage error (2) or --help/--version (0)
         code = exc.code if isinstance(exc.code, int) else 2
-        if code and _wants_json(argv, env):
-            _usage_report(_Parser.last_error)
+        if code:
+            _usage_report(_Parser.last_error, output_settings(_output_flags(argv), env))
         return code
     if args.command == "inject":
         return _run_inject(args)
     flags: Dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("command", "debug")}
+    # Decided first, from flag or environment, and used for every outcome from here on
+    # (a configuration error included): JSON or text, and the termination log.
+    output = output_settings(flags, env)
 
     from .log import Writer
     from .signals import NOTHING_CHANGED, SignalGuard
@@ -222,23 +183,22 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
     # document, the termination message — wherever the signal lands (connecting, reading
     # the scripts, resolving settings). upgrade and wait add their own guard inside for
     # what they must cancel; this one covers the rest.
-    guard = SignalGuard(hint="re-run to continue" if args.command == "upgrade"
-                        else NOTHING_CHANGED)
+    guard = SignalGuard(hint=REGISTRY[args.command].interrupted_hint or NOTHING_CHANGED)
     guard.raising = False  # only recorded until _run's try is entered
     with guard:
-        return _run(args, flags, env, Writer(), guard)
+        return _run(args, flags, env, Writer(), guard, output)
 
 
 def _run(args: argparse.Namespace, flags: Dict[str, Any], env: Optional[Mapping[str, str]],
-         writer: Any, guard: Any) -> int:
+         writer: Any, guard: Any, output: Any) -> int:
+    from .registry import execute
+
     result = None
-    settings = None
     try:
         try:
             guard.raising = True
             guard.check()  # a signal that came while the guard was being installed
-            settings = _settings(args, flags, env, writer)
-            result = _dispatch(args.command, settings, writer, env, args.debug)
+            result = execute(args.command, flags, env, writer, args.debug)
             code = 0
         finally:
             guard.raising = False  # from here a signal is only recorded: the report is written
@@ -267,72 +227,56 @@ def _run(args: argparse.Namespace, flags: Dict[str, Any], env: Optional[Mapping[
         result = Result(args.command, outcome="internal-error", exit_code=1, message=message)
         code = 1
 
-    from .report import render_human, render_json, write_termination_message
+    _render(result, code, output, writer)
+    return code
 
-    json_out = bool(settings.json) if settings is not None else bool(flags.get("json"))
-    if json_out:
+
+def _render(result: Any, code: int, output: Any, writer: Any) -> None:
+    """The one output path of every outcome: stdout (JSON or text), the termination log."""
+    from .report import render_checks, render_human, render_json, write_termination_message
+
+    if output.json:
         render_json(result, writer)
     elif code == 0:
         render_human(result, writer)
     elif result.checks:
-        from .report import render_checks
-
         render_checks(result, writer)
-    termination = settings.termination_log if settings is not None else flags.get("termination_log")
-    write_termination_message(result, termination)
-    return code
+    write_termination_message(result, output.termination_log)
 
 
-def _settings(args: argparse.Namespace, flags: Dict[str, Any],
-              env: Optional[Mapping[str, str]], writer: Any) -> Any:
-    from .errors import ConfigError
-    from .settings import register_secrets, resolve
-
-    try:
-        settings = resolve(flags, env)
-    except ConfigError as exc:
-        from .redact import register_secret
-
-        for secret in exc.secrets:  # e.g. each part of a refused URL's password
-            register_secret(secret)
-        if args.command != "doctor":
-            raise
-        from .doctor import doctor
-
-        doctor(None, writer, config_error=exc)  # reports the config check, raises
-        raise  # pragma: no cover - doctor raised
-    register_secrets(settings)
-    return settings
-
-
-def _wants_json(argv: Optional[List[str]], env: Optional[Mapping[str, str]]) -> bool:
-    import os
-
+def _output_flags(argv: Optional[List[str]]) -> Dict[str, Any]:
+    """--json and --termination-log of a command line argparse refused (best effort: the
+    words as written, without abbreviations)."""
+    pre = _Quiet(add_help=False, allow_abbrev=False, exit_on_error=False)
+    pre.add_argument("--json", action="store_true", default=None)
+    pre.add_argument("--termination-log")
     words = sys.argv[1:] if argv is None else argv
-    value = (os.environ if env is None else env).get("MIGRATEGATE_JSON", "")
-    return "--json" in words or value.strip().lower() in ("1", "true", "yes", "on")
+    try:
+        known, _ = pre.parse_known_args(words)
+    except argparse.ArgumentError:  # e.g. --termination-log without its PATH
+        return {"json": True if "--json" in words else None}
+    return vars(known)
 
 
-def _usage_report(message: str) -> None:
-    """stdout with --json is one JSON document in every outcome, usage errors included."""
+class _Quiet(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise argparse.ArgumentError(None, message)
+
+
+def _usage_report(message: str, output: Any) -> None:
+    """A usage error goes the same output path: stdout with --json is one JSON document in
+    every outcome, and the termination log says it too."""
     from .log import Writer
-    from .report import Result, render_json
+    from .report import Result
 
-    render_json(Result("usage", outcome="usage-error", exit_code=2,
-                       message=f"usage error: {message}"), Writer())
+    result = Result("usage", outcome="usage-error", exit_code=2,
+                    message=f"usage error: {message}")
+    if output.json:
+        _render(result, 2, output, Writer())
+    else:  # argparse printed the usage and the error on stderr already
+        from .report import write_termination_message
 
-
-def _dispatch(command: str, settings: Any, writer: Any,
-              env: Optional[Mapping[str, str]] = None, debug: bool = False) -> Any:
-    from . import commands
-
-    if command == "doctor":
-        from .doctor import doctor
-
-        return doctor(settings, writer, env=env)
-    if command == "upgrade":
-        return commands.upgrade(settings, writer, debug=debug)
-    return getattr(commands, command)(settings, writer)
+        write_termination_message(result, output.termination_log)
 
 
 def _traceback(writer: Any) -> None:

@@ -36,7 +36,6 @@ from .settings import OPTIONS, Settings
 from .signals import NOTHING_CHANGED, SignalGuard
 from .protocol import RunFacts
 from .supervise import Supervisor
-from .urls import MYSQL
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -91,11 +90,8 @@ def _graph(settings: Settings) -> Graph:
 # --------------------------------------------------------------------------- upgrade
 
 #: options that mean something on one kind of database only, and the kinds
-_DIALECT_OPTIONS = (("pg_lock_timeout", ("postgresql",), "PostgreSQL"),
-                    ("statement_timeout", ("postgresql",), "PostgreSQL"),
-                    ("mysql_lock_wait_timeout", MYSQL, "MySQL/MariaDB"),
-                    ("lock_retries", ("postgresql",) + MYSQL,
-                     "PostgreSQL and MySQL/MariaDB"))
+_DIALECT_OPTIONS = tuple((o.name, o.dialects, o.dialect_label)
+                         for o in OPTIONS.values() if o.dialects)  # the option table's
 
 
 def _dialect_options(settings: Settings) -> None:

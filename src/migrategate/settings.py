@@ -4,11 +4,18 @@ Every option can come from a flag or from ``MIGRATEGATE_<NAME>``, so a Helm
 chart can configure everything through env and Secrets. We remember where each
 value came from (``Settings.sources``) because "which setting won?" is the
 first question when a deployment misbehaves, and ``doctor`` prints it.
+
+``OPTIONS`` is the one option table: type, default, bounds, databases, environment
+names, commands and help of each option. The CLI's flags are generated from it, every
+value is parsed and bounds-checked by it whatever its source (flag, environment,
+library keyword), and tests hold the library's signatures, the README and the chart's
+values.schema.json to it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
@@ -24,13 +31,51 @@ TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
 
 
+#: the database commands (``inject`` is a post-renderer without database settings)
+DB_COMMANDS: Tuple[str, ...] = ("upgrade", "verify", "wait", "status", "doctor")
+UPGRADE = ("upgrade",)
+GATES = ("upgrade", "verify", "wait")  # the commands that compare the database with a target
+PG = ("postgresql",)
+
+
 @dataclass(frozen=True)
 class Option:
+    """One option, everywhere: flag, environment, library keyword, bounds, docs.
+
+    ``cli.build_parser`` generates the flags from this table, ``resolve`` parses and
+    bounds-checks every value with it (whatever its source), ``__init__``'s keyword
+    signatures and the README's options table are tested against it, and so are the
+    chart's ``values.schema.json`` bounds (tests/unit/test_option_table.py).
+    """
+
     name: str
-    kind: str  # "str" | "seconds" | "count" | "bool" | "list"
+    kind: str  # "str" | "seconds" | "count" (whole number) | "bool" | "list"
     default: Any = None
     env: Tuple[str, ...] = ()
-    flag: str = ""
+    #: "" = ``--<name>``; None = no flag (environment and library only)
+    flag: Optional[str] = ""
+    metavar: Optional[str] = None
+    help: Optional[str] = None
+    #: per-command help where a command reads it differently: ((command, help), ...)
+    helps: Tuple[Tuple[str, str], ...] = ()
+    #: the commands that take it (as a flag, and as a library keyword)
+    commands: Tuple[str, ...] = DB_COMMANDS
+    #: inclusive bounds of "seconds" and "count" values, whatever their source
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    #: said after a value out of bounds: why the bound is there
+    why: str = ""
+    #: the databases it means something on (empty: all), and how to name them
+    dialects: Tuple[str, ...] = ()
+    dialect_label: str = ""
+    #: the help section: "database", "output", or "" (the command's own options)
+    group: str = ""
+    #: flags of one mutually exclusive group share this key
+    mutex: str = ""
+    #: False: the CLI's alone (how it prints); the library returns a Result instead
+    library: bool = True
+    #: the default as documented, when it is computed at run time (``default`` is None)
+    shown_default: str = ""
 
     @property
     def envs(self) -> Tuple[str, ...]:
@@ -38,45 +83,158 @@ class Option:
 
     @property
     def flag_name(self) -> str:
+        if self.flag is None:
+            return "(env only)"
         return self.flag or "--" + self.name.replace("_", "-")
 
+    @property
+    def unit(self) -> str:
+        return " s" if self.kind == "seconds" or self.metavar == "S" else ""
+
+    @property
+    def default_text(self) -> str:
+        """The default as --help and the README say it."""
+        if self.shown_default:
+            return self.shown_default
+        if self.default is None or self.default == ():
+            return "none"
+        if self.kind == "bool":
+            return "on" if self.default else "off"
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        return str(self.default)
+
+    def help_for(self, command: str) -> Optional[str]:
+        return dict(self.helps).get(command, self.help)
+
+    def check_bounds(self, value: Any, raw: Any, source: str) -> None:
+        lo, hi = self.minimum, self.maximum
+        if (lo is None or value >= lo) and (hi is None or value <= hi):
+            return
+        if lo is not None and hi is not None:
+            wanted = f"from {_num(lo)} to {_num(hi)}{self.unit}"
+        elif lo is not None:
+            wanted = f"at least {_num(lo)}{self.unit}"
+        else:
+            wanted = f"at most {_num(hi)}{self.unit}"
+        raise ConfigError(f"{source} must be {wanted}, got {raw!r}", self.why or None)
+
+
+def _num(value: Any) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+_MS = ("PostgreSQL counts it in milliseconds and reads 0 as 'no {} timeout'; leave it "
+       "unset for no timeout")
+#: PostgreSQL's *_timeout settings are int milliseconds: INT_MAX ms
+_PG_MAX = 2147483.0
 
 OPTIONS: Dict[str, Option] = {
     o.name: o
     for o in (
-        Option("database_url", "str", env=("MIGRATEGATE_DATABASE_URL", "DATABASE_URL")),
+        # --- database and migrations (every database command) --------------------------
+        Option("database_url", "str", env=("MIGRATEGATE_DATABASE_URL", "DATABASE_URL"),
+               metavar="URL", group="database",
+               help="SQLAlchemy URL; else MIGRATEGATE_DATABASE_URL, else DATABASE_URL. "
+                    "The password may be left out and given by --password-file"),
         Option("password_file", "str", env=("MIGRATEGATE_DATABASE_PASSWORD_FILE",
-                                            "MIGRATEGATE_PASSWORD_FILE")),
-        Option("password", "str", env=("MIGRATEGATE_DATABASE_PASSWORD",), flag="(env only)"),
-        Option("migrations", "str"),
-        Option("config", "str"),
-        Option("preset", "str"),
-        Option("app_root", "str"),
-        Option("flask_app", "str"),
-        Option("connect_timeout", "seconds", 60.0),
-        Option("lock_timeout", "seconds", 300.0),
-        Option("lock_name", "str", "migrategate"),
-        Option("pg_lock_timeout", "seconds"),
-        Option("mysql_lock_wait_timeout", "count"),
-        Option("target", "str", env=("MIGRATEGATE_TARGET", "MIGRATEGATE_TO"), flag="--to"),
+                                            "MIGRATEGATE_PASSWORD_FILE"),
+               metavar="PATH", group="database",
+               help="file holding the password (a mounted Secret); or env "
+                    "MIGRATEGATE_DATABASE_PASSWORD"),
+        Option("password", "str", env=("MIGRATEGATE_DATABASE_PASSWORD",), flag=None),
+        Option("migrations", "str", metavar="DIR", group="database", mutex="source",
+               shown_default="./migrations",  # or ./alembic: location.py
+               help="Alembic script directory (with env.py)"),
+        Option("config", "str", metavar="INI", group="database", mutex="source",
+               help="alembic.ini to read script_location from"),
+        Option("preset", "str", metavar="NAME", group="database",
+               help="application preset: dify"),
+        Option("app_root", "str", metavar="DIR", group="database",
+               help="the app's source root, put on sys.path so revisions can import models"),
+        Option("flask_app", "str", metavar="MODULE:FACTORY", group="database",
+               help="use the real Flask app instead of a minimal one (Flask-Migrate dirs)"),
+        Option("connect_timeout", "seconds", 60.0, minimum=0, metavar="S", group="database",
+               help="keep retrying an unreachable database this long (default 60)"),
+        Option("version_table", "str", "alembic_version", metavar="NAME", group="database",
+               help="default alembic_version"),
+        Option("version_table_schema", "str", metavar="SCHEMA", group="database"),
+        Option("lock_name", "str", "migrategate", metavar="NAME", group="database",
+               help="default migrategate"),
+        Option("application_name", "str", metavar="NAME", group="database",
+               shown_default="migrategate:HOST:PID",
+               help="how this runner shows up in the database (default migrategate:HOST:PID)"),
+        # --- output (decided before anything else: see output_settings) ------------------
+        Option("json", "bool", False, group="output", library=False,
+               help="print one JSON report on stdout (progress stays on stderr)"),
+        Option("termination_log", "str", metavar="PATH", group="output", library=False,
+               shown_default="/dev/termination-log when writable",
+               help="write the one-line outcome here (default /dev/termination-log if "
+                    "writable); empty to disable"),
+        # --- the commands' own -----------------------------------------------------------
+        Option("target", "str", env=("MIGRATEGATE_TARGET", "MIGRATEGATE_TO"), flag="--to",
+               metavar="REV", commands=GATES, shown_default="heads",
+               help="expected revision (default heads)",
+               helps=(("upgrade", "target revision (default: the single head; 'heads' for "
+                                  "all)"),)),
+        Option("lock_timeout", "seconds", 300.0, minimum=0, metavar="S", commands=UPGRADE,
+               help="wait this long for the lock (default 300)"),
+        Option("pg_lock_timeout", "seconds", minimum=0.001, maximum=_PG_MAX,
+               why=_MS.format("lock"), dialects=PG, dialect_label="PostgreSQL",
+               metavar="S", commands=UPGRADE,
+               help="PostgreSQL lock_timeout for migration statements: fail fast instead "
+                    "of queueing app traffic behind a blocked ALTER"),
+        Option("mysql_lock_wait_timeout", "count", minimum=1, maximum=31536000,
+               why="MySQL's lock_wait_timeout is whole seconds from 1 to 31536000",
+               dialects=MYSQL, dialect_label="MySQL/MariaDB", metavar="S", commands=UPGRADE,
+               help="MySQL/MariaDB lock_wait_timeout (whole seconds) for migration "
+                    "statements: a DDL statement waiting for a metadata lock fails after "
+                    "S seconds instead of queueing app traffic behind it"),
+        Option("lock_retries", "count", 0, minimum=0, maximum=1000,
+               dialects=PG + MYSQL, dialect_label="PostgreSQL and MySQL/MariaDB",
+               metavar="N", commands=UPGRADE,
+               help="when a revision's statement hits its lock timeout, retry the "
+                    "revision up to N times (timeout doubling up to 4x, jittered pauses; "
+                    "default 0). PostgreSQL: the attempt is rolled back whole. "
+                    "MySQL/MariaDB: only a DDL statement before which the revision "
+                    "changed nothing"),
+        Option("statement_timeout", "seconds", minimum=0.001, maximum=_PG_MAX,
+               why=_MS.format("statement"), dialects=PG, dialect_label="PostgreSQL",
+               metavar="S", commands=UPGRADE,
+               help="PostgreSQL statement_timeout for migration statements (a backstop; "
+                    "not applied inside autocommit blocks)"),
+        Option("heartbeat", "seconds", 30.0, minimum=0, metavar="S", commands=UPGRADE,
+               help="log a 'still running' line every S seconds while a revision runs "
+                    "(default 30; 0 disables)"),
+        Option("single_transaction", "bool", False, commands=UPGRADE,
+               help="all pending revisions in one transaction (Alembic's default) instead "
+                    "of one per revision; faster on long chains of small revisions, but "
+                    "progress lines appear only at the end and a failure undoes them all"),
+        Option("timeout", "seconds", 600.0, minimum=0,
+               env=("MIGRATEGATE_WAIT_TIMEOUT", "MIGRATEGATE_TIMEOUT"),
+               metavar="S", commands=("wait",), help="give up after this long (default 600)"),
+        Option("interval", "seconds", 2.0, minimum=0.1,
+               why="a poll costs the database a transaction; 1-2 s is plenty",
+               env=("MIGRATEGATE_WAIT_INTERVAL", "MIGRATEGATE_INTERVAL"),
+               metavar="S", commands=("wait",), help="seconds between polls (default 2)"),
+        Option("allow_ahead", "bool", False, commands=GATES,
+               help="pass when the database is at a revision newer than these scripts",
+               helps=(("upgrade", "exit 0 without migrating when the database is at a "
+                                  "revision newer than these scripts (a rollback to an older "
+                                  "image)"),
+                      ("wait", "start when the database is newer than these scripts "
+                               "(rollback)"))),
+        Option("allow_proxy", "bool", False, commands=UPGRADE,
+               help="PostgreSQL: go ahead when a proxy sits between migrategate and the "
+                    "server (default: refuse, since a transaction-pooling proxy such as "
+                    "PgBouncer pool_mode=transaction breaks the session lock); only for "
+                    "session-mode pools and plain TCP proxies"),
+        Option("redis_url", "str", env=("MIGRATEGATE_REDIS_URL",), metavar="URL",
+               commands=("doctor",),
+               help="Redis to inspect for Dify's db_upgrade_lock (or Dify's REDIS_* env)"),
         Option("expect_tables", "list", (), env=("MIGRATEGATE_EXPECT_TABLES",),
-               flag="--expect-table"),
-        Option("version_table", "str", "alembic_version"),
-        Option("version_table_schema", "str"),
-        Option("allow_ahead", "bool", False),
-        Option("timeout", "seconds", 600.0,
-               env=("MIGRATEGATE_WAIT_TIMEOUT", "MIGRATEGATE_TIMEOUT")),
-        Option("interval", "seconds", 2.0, env=("MIGRATEGATE_WAIT_INTERVAL",
-                                                "MIGRATEGATE_INTERVAL")),
-        Option("application_name", "str"),
-        Option("termination_log", "str"),
-        Option("redis_url", "str", env=("MIGRATEGATE_REDIS_URL",)),
-        Option("json", "bool", False),
-        Option("single_transaction", "bool", False),
-        Option("heartbeat", "seconds", 30.0),
-        Option("allow_proxy", "bool", False),
-        Option("lock_retries", "count", 0),
-        Option("statement_timeout", "seconds"),
+               flag="--expect-table", metavar="T", commands=GATES + ("doctor",),
+               help="a table that must exist afterwards (repeatable; schema.table allowed)"),
     )
 }
 
@@ -161,6 +319,8 @@ def settings_from_dict(d: Mapping[str, Any]) -> Settings:
 
 
 def _parse(opt: Option, raw: Any, source: str) -> Any:
+    """One value of ``opt`` from any source (flag, environment, library, preset): parsed and
+    bounds-checked the same way, so a value means the same wherever it comes from."""
     if opt.kind == "str":
         return None if raw is None else str(raw)
     if opt.kind == "bool":
@@ -179,14 +339,17 @@ def _parse(opt: Option, raw: Any, source: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{source} must be a number of seconds, got {raw!r}",
                               "for example 60 or 2.5") from None
-        if not (value >= 0) or value == float("inf"):
-            raise ConfigError(f"{source} must be a finite number of seconds >= 0, got {raw!r}")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{source} must be a finite number of seconds, got {raw!r}")
+        opt.check_bounds(value, raw, source)
         return value
     if opt.kind == "count":
         text = str(raw).strip()
-        if not text.isdigit() or int(text) > 1000:
-            raise ConfigError(f"{source} must be a whole number from 0 to 1000, got {raw!r}")
-        return int(text)
+        if isinstance(raw, bool) or not re.fullmatch(r"[-+]?[0-9]+", text):
+            raise ConfigError(f"{source} must be a whole number, got {raw!r}")
+        value = int(text)
+        opt.check_bounds(value, raw, source)
+        return value
     if opt.kind == "list":
         if isinstance(raw, (list, tuple)):
             items = [str(x) for x in raw]
@@ -196,22 +359,51 @@ def _parse(opt: Option, raw: Any, source: str) -> Any:
     raise AssertionError(opt.kind)  # pragma: no cover
 
 
+def _given(opt: Option, flags: Mapping[str, Any],
+           env: Mapping[str, str]) -> Optional[Tuple[Any, str]]:
+    """``opt``'s value and where it came from, when a flag or the environment gives it."""
+    raw = flags.get(opt.name)
+    if raw is not None and raw != [] and not (opt.kind == "bool" and raw is False):
+        return _parse(opt, raw, opt.flag_name), f"flag {opt.flag_name}"
+    for var in opt.envs:
+        if var in env:
+            return _parse(opt, env[var], f"env {var}"), f"env {var}"
+    return None
+
+
+@dataclass(frozen=True)
+class Output:
+    """How a CLI run reports: one JSON document or text, and the termination log."""
+
+    json: bool = False
+    termination_log: Optional[str] = None
+
+
+def output_settings(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -> Output:
+    """The output, decided before anything else can fail, from flag or environment exactly
+    as :func:`resolve` decides it, and used for every outcome (a configuration error
+    included). Never raises: a malformed ``MIGRATEGATE_JSON`` means text here, and
+    :func:`resolve` then reports it."""
+    env = os.environ if env is None else env
+    values: Dict[str, Any] = {}
+    for name in ("json", "termination_log"):
+        try:
+            given = _given(OPTIONS[name], flags, env)
+        except ConfigError:
+            given = None
+        values[name] = given[0] if given else OPTIONS[name].default
+    return Output(json=bool(values["json"]), termination_log=values["termination_log"])
+
+
 def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -> Settings:
     """Flags (``None`` = not given) beat ``MIGRATEGATE_*`` env, which beats presets and defaults."""
     env = os.environ if env is None else env
     values: Dict[str, Any] = {}
     sources: Dict[str, str] = {}
     for name, opt in OPTIONS.items():
-        raw = flags.get(name)
-        if raw is not None and raw != [] and not (opt.kind == "bool" and raw is False):
-            values[name] = _parse(opt, raw, opt.flag_name)
-            sources[name] = f"flag {opt.flag_name}"
-            continue
-        for var in opt.envs:
-            if var in env:
-                values[name] = _parse(opt, env[var], f"env {var}")
-                sources[name] = f"env {var}"
-                break
+        found = _given(opt, flags, env)
+        if found is not None:
+            values[name], sources[name] = found
 
     preset = values.get("preset")
     if preset:
@@ -254,19 +446,6 @@ def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -
             f"({sources['migrations']}, {sources['config']})",
             "give one: a script directory with env.py, or an alembic.ini",
         )
-    if values["interval"] < 0.1:
-        raise ConfigError(f"{sources.get('interval', '--interval')} must be at least 0.1 s, "
-                          f"got {values['interval']:g}",
-                          "a poll costs the database a transaction; 1-2 s is plenty")
-    if values["statement_timeout"] == 0:
-        raise ConfigError(f"{sources.get('statement_timeout')} is 0, which PostgreSQL reads as "
-                          "'no statement timeout'", "leave it unset, or give seconds")
-    if values["pg_lock_timeout"] == 0:
-        raise ConfigError(f"{sources.get('pg_lock_timeout')} is 0, which PostgreSQL reads as "
-                          "'no lock timeout'", "leave it unset for no timeout, or give seconds")
-    if values["mysql_lock_wait_timeout"] == 0:
-        raise ConfigError(f"{sources.get('mysql_lock_wait_timeout')} is 0; MySQL's "
-                          "lock_wait_timeout is at least 1 s", "give whole seconds, 1 or more")
     if not values["application_name"]:
         values["application_name"] = default_application_name()
     return Settings(url=url, sources=sources, secrets=tuple(dict.fromkeys(secrets)), **values)
@@ -316,4 +495,5 @@ def default_application_name() -> str:
     return name[:63]  # PostgreSQL truncates at NAMEDATALEN-1
 
 
-__all__: List[str] = ["Settings", "resolve", "register_secrets", "build_url", "OPTIONS"]
+__all__: List[str] = ["Settings", "resolve", "register_secrets", "build_url", "OPTIONS",
+                      "Option", "Output", "output_settings"]

@@ -53,7 +53,7 @@ def test_password_file_is_read_and_trailing_newline_dropped(tmp_path):
     ({"database_url": "postgresql://u:inline@h/d"}, {"MIGRATEGATE_DATABASE_PASSWORD": "x"},
      "already contains a password"),
     ({"database_url": URL, "connect_timeout": "soon"}, {}, "number of seconds"),
-    ({"database_url": URL}, {"MIGRATEGATE_LOCK_TIMEOUT": "-1"}, ">= 0"),
+    ({"database_url": URL}, {"MIGRATEGATE_LOCK_TIMEOUT": "-1"}, "at least 0 s"),
     ({"database_url": URL}, {"MIGRATEGATE_ALLOW_AHEAD": "maybe"}, "true or false"),
     ({"database_url": URL, "migrations": "a", "config": "b"}, {}, "both --migrations and --config"),
     ({"database_url": URL, "preset": "nosuch"}, {}, "unknown preset"),

@@ -277,10 +277,10 @@ via secretKeyRef or a mounted file"). A URL with one: "<scheme>://<user>:<passwo
 {{- $args = concat $args (list "--pg-lock-timeout" (toString $u.pgLockTimeout)) -}}
 {{- end -}}
 {{- if not (kindIs "invalid" $u.mysqlLockWaitTimeout) -}}
-{{- $args = concat $args (list "--mysql-lock-wait-timeout" (toString $u.mysqlLockWaitTimeout)) -}}
+{{- $args = concat $args (list "--mysql-lock-wait-timeout" (toString (int64 $u.mysqlLockWaitTimeout))) -}}
 {{- end -}}
 {{- if $u.lockRetries -}}
-{{- $args = concat $args (list "--lock-retries" (toString $u.lockRetries)) -}}
+{{- $args = concat $args (list "--lock-retries" (toString (int64 $u.lockRetries))) -}}
 {{- end -}}
 {{- if not (kindIs "invalid" $u.statementTimeout) -}}
 {{- $args = concat $args (list "--statement-timeout" (toString $u.statementTimeout)) -}}
