@@ -239,6 +239,10 @@ OPTIONS: Dict[str, Option] = {
 }
 
 
+#: each database's own lock timeout for migration statements (the option table says which)
+LOCK_TIMEOUT_OPTIONS = ("pg_lock_timeout", "mysql_lock_wait_timeout")
+
+
 @dataclass
 class Settings:
     """Everything a command needs, resolved and validated. ``url`` holds the password."""
@@ -292,8 +296,8 @@ class Settings:
     def first_lock_timeout(self) -> Optional[float]:
         """Migration statements' lock timeout (a retry's first attempt): the one given for
         this database, or 1 s when --lock-retries is on and none was given."""
-        given = (self.mysql_lock_wait_timeout if self.dialect in MYSQL
-                 else self.pg_lock_timeout)
+        given = next((getattr(self, name) for name in LOCK_TIMEOUT_OPTIONS
+                      if self.dialect in OPTIONS[name].dialects), None)
         return float(given) if given is not None else (1.0 if self.lock_retries else None)
 
 
