@@ -69,8 +69,11 @@ def _session(settings: Settings, writer: Writer) -> Iterator["Connection"]:
 
 @contextlib.contextmanager
 def _reporting(result: Result, started: float) -> Iterator[Result]:
+    """Every command's work runs in here: a DBAPI error that reaches it becomes its typed
+    error (never an internal error, exit 1), and the result records how the command ended."""
     try:
-        yield result
+        with _database_errors():
+            yield result
     except MigrategateError as exc:
         result.outcome = exc.outcome
         result.exit_code = exc.exit_code
@@ -254,21 +257,31 @@ def _database_errors() -> Iterator[None]:
     try:
         yield
     except DBAPIError as exc:
-        from .connect import refused
+        raise database_error(exc) from None
 
-        kind = dberrors.category(exc)
-        reason = dberrors.describe(exc)
-        code = dberrors.code_of(exc)
-        tag = f" [{code}]" if code else ""
-        if kind in (dberrors.AUTH, dberrors.MISSING_DATABASE, dberrors.PRIVILEGE,
-                    dberrors.CONFIG, dberrors.REFUSED):
-            raise refused(exc, "the database", None) from None
-        if kind == dberrors.UNREACHABLE:
-            raise UnreachableError(f"lost the database connection{tag}: {reason}",
-                                   "nothing was applied by this step; check the server and "
-                                   "re-run") from None
-        raise DatabaseError(f"the database failed a statement of migrategate's{tag}: {reason}",
-                            "check the server's log and the user's rights; re-run") from None
+
+def database_error(exc: BaseException) -> MigrategateError:
+    """The typed error for a database error on a statement of migrategate's own.
+
+    A refusal no wait can fix (privilege, authentication, missing database) is the
+    same typed error as on connecting; a lost connection is unreachable (3); anything
+    else is a database error (3).
+    """
+    from .connect import refused
+
+    kind = dberrors.category(exc)
+    reason = dberrors.describe(exc)
+    code = dberrors.code_of(exc)
+    tag = f" [{code}]" if code else ""
+    if kind in dberrors.REFUSALS:
+        typed = refused(exc, "the database", None)
+        assert isinstance(typed, MigrategateError)
+        return typed
+    if kind == dberrors.UNREACHABLE:
+        return UnreachableError(f"lost the database connection{tag}: {reason}",
+                                "nothing was applied by this step; check the server and re-run")
+    return DatabaseError(f"the database failed a statement of migrategate's{tag}: {reason}",
+                         "check the server's log and the user's rights; re-run")
 
 
 def _plan(settings: Settings, conn: "Connection", graph: Graph) -> Plan:
@@ -360,8 +373,9 @@ def wait(settings: Settings, writer: Writer = default_writer,
          clock: Callable[[], float] = time.monotonic) -> Result:
     """Block until verify passes: one connection, cheap polls, a log line at a bounded rate.
 
-    Unreachable and lost connections are waited out; a wrong password, an
-    unknown revision or a configuration error end the wait at once, and so does
+    Unreachable and lost connections are waited out; a wrong password, a missing
+    privilege or database, an unknown revision or a configuration error end the
+    wait at once (on connecting or on a poll: ``dberrors.REFUSALS``), and so does
     a signal (each poll runs so that SIGTERM is handled within a fraction of a
     second, even while a driver blocks in connect).
     """
@@ -401,6 +415,8 @@ def wait(settings: Settings, writer: Writer = default_writer,
                     _drop(conn)
                     conn = None
                 except (SQLAlchemyError, OSError) as exc:  # connection lost: reconnect
+                    if dberrors.category(exc) in dberrors.REFUSALS:  # waiting can't fix it
+                        raise database_error(exc) from None
                     state = f"database error: {dberrors.describe(exc)}"
                     _drop(conn)
                     conn = None

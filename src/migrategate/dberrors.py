@@ -31,6 +31,10 @@ CONFIG = "config"
 STARTUP_PARAMETER = "startup-parameter"  # a proxy (PgBouncer) refused a libpq parameter
 OTHER = "other"
 
+#: Refusals that no retry and no wait can fix: each ends any command at once with its own
+#: typed error (connect.refused_as), on connecting or on any later statement of ours.
+REFUSALS = frozenset({AUTH, MISSING_DATABASE, PRIVILEGE, CONFIG, REFUSED, STARTUP_PARAMETER})
+
 _PG_EXACT = {
     "28P01": AUTH,  # invalid_password
     "28000": AUTH,  # invalid_authorization_specification (pg_hba, unknown role)

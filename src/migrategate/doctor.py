@@ -4,6 +4,10 @@ Each check prints ✓/✗, one line of what it found and, when it fails, what to
 do. It runs every check it can instead of stopping at the first failure,
 because the useful answer is usually the combination (e.g. "no tables" plus
 "a Redis db_upgrade_lock with no TTL" is Dify's original incident).
+
+Exit code: a database doctor could not check ends it with that error's own code
+(unreachable 3, authentication 4, missing database 2, missing privilege 12); when
+the database could be checked, any failed finding is 7; Redis findings never count.
 """
 
 from __future__ import annotations
@@ -104,7 +108,10 @@ def _check_scripts(settings: Settings, checks: List[CheckResult]) -> Any:
 
 def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
                     writer: Writer) -> Optional[type]:
+    from sqlalchemy.exc import DBAPIError
+
     from .checks import version_table_check
+    from .commands import database_error
     from .connect import connect, make_engine
     from .lock import lock_for
     from .plan import read_current
@@ -146,8 +153,12 @@ def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
             _check_schema_ahead(conn, graph, current, checks)
     except Interrupted:
         raise  # a signal ends doctor like any command, not as a failed check
-    except MigrategateError as exc:
-        checks.append(_bad("database", exc.message, exc.hint))
+    except (MigrategateError, DBAPIError) as exc:
+        # doctor's exit code is that of a database it could not check (missing: 2,
+        # privilege: 12, ...); its other findings are verification failures (7)
+        typed = exc if isinstance(exc, MigrategateError) else database_error(exc)
+        checks.append(_bad("database", typed.message, typed.hint))
+        return type(typed)
     finally:
         engine.dispose()
     return None
