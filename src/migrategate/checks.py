@@ -7,9 +7,11 @@ holds exactly the target revisions, and the key tables are there.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
+from .errors import ConfigError
 from .plan import Plan, make_plan, read_current
 from .graph import Graph
 
@@ -72,8 +74,33 @@ def target_check(plan: Plan, graph: Graph) -> CheckResult:
     return CheckResult("at-target", True, f"at {', '.join(plan.target)}")
 
 
+_PART = re.compile(r'"((?:[^"]|"")*)"|([^."]+)')
+
+
+def split_table_name(spec: str) -> Tuple[Optional[str], str]:
+    """``table``, ``schema.table``, or either part in double quotes (SQL's own quoting,
+    ``""`` for a quote): ``"my.schema"."a.b"`` names table ``a.b`` in schema ``my.schema``."""
+    parts: List[str] = []
+    pos = 0
+    while True:
+        m = _PART.match(spec, pos)
+        if m is None:
+            break
+        parts.append(m.group(1).replace('""', '"') if m.group(1) is not None else m.group(2))
+        pos = m.end()
+        if pos == len(spec) or spec[pos] != ".":
+            break
+        pos += 1
+    if pos != len(spec) or not 1 <= len(parts) <= 2 or not all(parts):
+        raise ConfigError(f"--expect-table {spec!r} is not a table name",
+                          'write TABLE or SCHEMA.TABLE; quote a part that holds a dot: '
+                          '"my.schema"."a.b"')
+    return (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+
+
 def table_checks(conn: "Connection", expect_tables: Sequence[str]) -> List[CheckResult]:
-    """One check per expected table; ``schema.table`` looks in that schema."""
+    """One check per expected table; ``schema.table`` looks in that schema (quote a part
+    that holds a dot, as in SQL: ``"my.schema"."a.b"``)."""
     from sqlalchemy import inspect
 
     if not expect_tables:
@@ -82,8 +109,7 @@ def table_checks(conn: "Connection", expect_tables: Sequence[str]) -> List[Check
     cache: Dict[Optional[str], set] = {}
     results = []
     for table in expect_tables:
-        schema, _, name = table.rpartition(".")
-        key = schema or None
+        key, name = split_table_name(table)
         if key not in cache:
             cache[key] = set(insp.get_table_names(schema=key))
         ok = name in cache[key]

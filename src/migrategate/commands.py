@@ -43,6 +43,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection
 
 
+def _require_database(settings: Settings) -> None:
+    """Read-only commands never create what they read (a SQLite path, say)."""
+    _require_url(settings)
+    why = dialect_for(settings.dialect).absent(settings)
+    if why is not None:
+        raise ConfigError(f"{why}; read-only commands never create a database",
+                          "check the path in the URL, or run 'migrategate upgrade' first")
+
+
 def _require_url(settings: Settings) -> None:
     if settings.url is None:
         raise ConfigError(
@@ -330,7 +339,7 @@ def _verify_after(settings: Settings, conn: "Connection", graph: Graph, plan: Pl
 
 def verify(settings: Settings, writer: Writer = default_writer) -> Result:
     started = time.monotonic()
-    _require_url(settings)
+    _require_database(settings)
     result = Result("verify", database=settings.masked_url)
     with _reporting(result, started):
         graph = _graph(settings)
@@ -380,7 +389,7 @@ def wait(settings: Settings, writer: Writer = default_writer,
     second, even while a driver blocks in connect).
     """
     started = clock()
-    _require_url(settings)
+    _require_database(settings)
     result = Result("wait", database=settings.masked_url)
     with _reporting(result, started), SignalGuard(hint=NOTHING_CHANGED):
         from sqlalchemy.exc import SQLAlchemyError
@@ -448,7 +457,7 @@ def _with_timeout(settings: Settings, seconds: float) -> Settings:
 
 def status(settings: Settings, writer: Writer = default_writer) -> Result:
     started = time.monotonic()
-    _require_url(settings)
+    _require_database(settings)
     result = Result("status", database=settings.masked_url, outcome="ok")
     with _reporting(result, started):
         graph = _graph(settings)

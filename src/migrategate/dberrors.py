@@ -64,6 +64,12 @@ _MYSQL = {
     1050: DUPLICATE, 1060: DUPLICATE, 1061: DUPLICATE, 1826: DUPLICATE,
 }
 
+#: SQLite's primary result codes: CANTOPEN (a missing directory, a read-only file),
+#: NOTADB (a file that is not a database), BUSY/LOCKED (a writer holds it: wait, or retry)
+_SQLITE = {14: CONFIG, 26: CONFIG, 5: UNREACHABLE, 6: UNREACHABLE}
+_SQLITE_TEXT = (("unable to open database file", CONFIG), ("file is not a database", CONFIG),
+                ("database is locked", UNREACHABLE))
+
 # libpq's client-side texts (never localised by the server) for "could not reach it".
 _LIBPQ_NETWORK = re.compile(
     r"Connection refused|timeout expired|could not translate host name|No route to host|"
@@ -135,6 +141,9 @@ def category(exc: BaseException) -> str:
     errno = mysql_errno(exc)
     if errno is not None:
         return _MYSQL.get(errno, OTHER)
+    sqlite_code = getattr(original(exc), "sqlite_errorcode", None)  # Python 3.11+
+    if isinstance(sqlite_code, int):
+        return _SQLITE.get(sqlite_code & 0xFF, OTHER)  # the primary code of an extended one
     return _without_code(exc)
 
 
@@ -143,8 +152,9 @@ def _without_code(exc: BaseException) -> str:
     if isinstance(orig, (ConnectionError, TimeoutError)):
         return UNREACHABLE
     text = str(orig)
-    if "unable to open database file" in text:  # sqlite3 has no error codes before 3.11
-        return CONFIG
+    for sqlite_text, kind in _SQLITE_TEXT:  # sqlite3 has no error codes before Python 3.11;
+        if sqlite_text in text:  # SQLite's own messages are compiled in, never localised
+            return kind
     if _LIBPQ_NETWORK.search(text):
         return UNREACHABLE
     if isinstance(orig, OSError):

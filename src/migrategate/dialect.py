@@ -87,6 +87,10 @@ class Dialect:
 
     # ------------------------------------------------------------ other sessions
 
+    def absent(self, settings: "Settings") -> Optional[str]:
+        """Why a read-only command must not open this database (it would create it)."""
+        return None
+
     def lock(self, conn: "Connection", name: str) -> "MigrationLock":
         from .errors import ConfigError
 
@@ -341,6 +345,17 @@ class SQLite(Dialect):
     name = "sqlite"
     label = "SQLite"
     network = False  # a file: nothing stalls, and its objects belong to their thread
+
+    def absent(self, settings: "Settings") -> Optional[str]:
+        """Opening a SQLite path creates the file: a mistyped path in ``verify`` would
+        leave an empty database behind (and report "no migration has run")."""
+        import os
+
+        assert settings.url is not None
+        path = settings.url.database or ""
+        if path.startswith("file:") or os.path.exists(path):
+            return None
+        return f"the SQLite database file {path} does not exist"
 
     def commits_itself(self, dbapi: Any, statement: str) -> bool:
         """pysqlite issues no BEGIN before DDL: outside a transaction, it is committed."""

@@ -116,6 +116,13 @@ def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
     from .lock import lock_for
     from .plan import read_current
 
+    from .dialect import dialect_for
+
+    absent = dialect_for(settings.dialect).absent(settings)
+    if absent is not None:  # opening it would create it
+        checks.append(_bad("database", absent, "check the path in the URL, or run "
+                           "'migrategate upgrade' first; doctor never creates a database"))
+        return ConfigError
     quick = dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, 10.0))
     engine = make_engine(quick)
     try:
@@ -131,15 +138,23 @@ def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
             checks.append(CheckResult("database", True,
                                       f"{settings.masked_url} reachable, credentials valid"))
             current = read_current(conn, settings.version_table, settings.version_table_schema)
+            elsewhere = _version_tables_elsewhere(conn, settings) if current is None else []
             check = version_table_check(current, settings.version_table,
                                         settings.version_table_schema)
             if check.ok:
                 checks.append(check)
+            elif elsewhere:
+                # migrated, with the version table somewhere else: nothing to drop or re-run
+                checks.append(_bad(check.name, f"{check.detail.split(':')[0]}, but "
+                                   + "; ".join(f"{where} holds {', '.join(revs) or 'nothing'}"
+                                               for where, revs, _ in elsewhere),
+                                   "point migrategate at it: " + " or ".join(
+                                       flags for _, _, flags in elsewhere)))
             else:
                 checks.append(_bad(check.name, check.detail,
                                    "run 'migrategate upgrade' (if a migration 'succeeded', it "
                                    "was skipped or its errors were swallowed)"))
-            if graph is not None:
+            if graph is not None and not elsewhere:
                 _check_pending(graph, current, checks)
             _check_tables(conn, settings, checks)
             lock = lock_for(conn, settings.lock_name)
@@ -150,7 +165,7 @@ def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
                                    "status' (the lock frees itself when that session ends)"))
             else:
                 checks.append(CheckResult("migration-lock", True, f'"{lock.name}" is free'))
-            _check_schema_ahead(conn, graph, current, checks)
+            _check_schema_ahead(conn, None if elsewhere else graph, current, checks)
     except Interrupted:
         raise  # a signal ends doctor like any command, not as a failed check
     except (MigrategateError, DBAPIError) as exc:
@@ -165,6 +180,7 @@ def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
 
 
 def _check_pending(graph: Any, current: Any, checks: List[CheckResult]) -> None:
+    from .checks import target_check
     from .errors import UnknownRevision
     from .plan import make_plan
 
@@ -179,8 +195,52 @@ def _check_pending(graph: Any, current: Any, checks: List[CheckResult]) -> None:
         more = f" and {len(plan.pending) - 3} more" if len(plan.pending) > 3 else ""
         checks.append(_bad("pending", f"{len(plan.pending)} revision(s) not applied: "
                            f"{first}{more}", "run 'migrategate upgrade'"))
-    else:
+        return
+    # the same verdict as verify's: at the target means exactly the expected rows
+    at = target_check(plan, graph)
+    if at.ok:
         checks.append(CheckResult("pending", True, f"none: at {', '.join(plan.target)}"))
+    else:
+        checks.append(_bad("pending", at.detail, "the version table holds rows Alembic "
+                           "would not have written (a manual stamp or INSERT?): compare it "
+                           "with 'migrategate status' and fix the rows; 'migrategate verify' "
+                           "fails until then"))
+
+
+#: schemas that never hold an app's version table
+_SYSTEM_SCHEMAS = {"information_schema", "pg_catalog", "pg_toast", "mysql",
+                   "performance_schema", "sys"}
+
+
+def _version_tables_elsewhere(conn: Any, settings: Settings) -> List[Any]:
+    """Alembic version tables in other schemas or under another name: (where, rows, flags).
+
+    Before doctor says "no migration has run" (and later advises dropping what a
+    revision created), it rules out that the database is migrated and only the
+    version table is not where migrategate was told to look."""
+    from sqlalchemy import column, inspect, select
+    from sqlalchemy import table as table_
+
+    insp = inspect(conn)
+    found = []
+    others = [s for s in insp.get_schema_names()
+              if s not in _SYSTEM_SCHEMAS and s != insp.default_schema_name]
+    for schema in [None] + others:
+        for name in insp.get_table_names(schema=schema):
+            if "version" not in name.lower():
+                continue
+            if (name, schema) == (settings.version_table, settings.version_table_schema):
+                continue
+            if "version_num" not in {c["name"] for c in insp.get_columns(name, schema=schema)}:
+                continue
+            rows = conn.execute(select(table_(name, column("version_num"),
+                                              schema=schema).c.version_num)).fetchall()
+            flags = " ".join(filter(None, (
+                f"--version-table-schema {schema}" if schema else "",
+                f"--version-table {name}" if name != settings.version_table else "")))
+            found.append((f"{schema}.{name}" if schema else name,
+                          sorted(str(r[0]) for r in rows), flags))
+    return found
 
 
 def _check_tables(conn: Any, settings: Settings, checks: List[CheckResult]) -> None:

@@ -234,7 +234,8 @@ OPTIONS: Dict[str, Option] = {
                help="Redis to inspect for Dify's db_upgrade_lock (or Dify's REDIS_* env)"),
         Option("expect_tables", "list", (), env=("MIGRATEGATE_EXPECT_TABLES",),
                flag="--expect-table", metavar="T", commands=GATES + ("doctor",),
-               help="a table that must exist afterwards (repeatable; schema.table allowed)"),
+               help="a table that must exist afterwards (repeatable; schema.table allowed; "
+                    'quote a part that holds a dot: "my.schema"."a.b")'),
     )
 }
 
