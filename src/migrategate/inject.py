@@ -252,12 +252,26 @@ def _volumes(options: InjectOptions) -> List[Dict[str, Any]]:
     ]
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
 def parse_env(items: Sequence[str]) -> List[Tuple[str, str]]:
+    """``--env NAME=VALUE`` items. An error names the NAME only: the value may be a secret
+    (and so may an item without "=" that is not a plain name: a value given by mistake)."""
     out = []
-    for item in items:
+    for number, item in enumerate(items, 1):
         name, sep, value = item.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]*", name):
-            raise ConfigError(f"--env {item!r} is not NAME=VALUE",
-                              "e.g. --env MIGRATEGATE_WAIT_TIMEOUT=900")
-        out.append((name, value))
+        if sep and _ENV_NAME.fullmatch(name):
+            out.append((name, value))
+            continue
+        if not sep:
+            shown = repr(item) if _ENV_NAME.fullmatch(item) else f"number {number}"
+            problem = "has no '='"
+        elif name:
+            shown, problem = f"{name + '=...'!r}", f"has a name, {name!r}, that is not valid"
+        else:
+            shown, problem = f"number {number}", "has an empty name"
+        raise ConfigError(f"--env {shown} is not NAME=VALUE: it {problem} (the value is not "
+                          "shown)", "names are letters, digits, '_', '.', '-', not starting "
+                          "with a digit; e.g. --env MIGRATEGATE_WAIT_TIMEOUT=900")
     return out

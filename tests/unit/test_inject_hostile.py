@@ -1,0 +1,53 @@
+"""inject on hostile or odd input: never exit 1, never a secret on stderr, never output that is
+not YAML, never a matching workload silently left without its gate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any, Dict, List
+
+import pytest
+import yaml
+
+from migrategate.inject import InjectOptions
+
+APP = ("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\nspec:\n  template:\n"
+       "    spec:\n      containers:\n      - name: app\n        image: 'img:1'\n")
+OPTIONS = InjectOptions(workloads=["app"])
+
+
+def _cli(*args: str, stdin: Any) -> subprocess.CompletedProcess:
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    run = subprocess.run([sys.executable, "-m", "migrategate", "inject", *args], input=data,
+                         capture_output=True, timeout=120)
+    run.stdout = run.stdout.decode("utf-8", "replace")
+    run.stderr = run.stderr.decode("utf-8", "replace")
+    assert run.returncode != 1, run.stderr  # exit 1 is a migrategate bug, never bad input
+    assert "internal error" not in run.stderr and "Traceback" not in run.stderr
+    return run
+
+
+def _docs(text: str) -> List[Any]:
+    return list(yaml.safe_load_all(text))
+
+
+def _pod(doc: Dict[str, Any]) -> Dict[str, Any]:
+    return doc["spec"]["template"]["spec"]
+
+
+def _inits(doc: Dict[str, Any]) -> List[str]:
+    return [c["name"] for c in _pod(doc).get("initContainers") or []]
+
+
+# 1. --env never echoes a value
+
+
+@pytest.mark.parametrize("item", ["DB PASSWORD=s3cret", "=s3cret", "1DB=s3cret", "s3cret value"])
+def test_a_malformed_env_names_the_name_never_the_value(item):
+    run = _cli("--workload", "app", "--env", item, stdin=APP)
+    assert run.returncode == 2 and run.stdout == ""
+    assert "s3cret" not in run.stderr
+    assert "--env" in run.stderr and "NAME=VALUE" in run.stderr
+    if item.startswith("DB PASSWORD"):
+        assert "'DB PASSWORD'" in run.stderr
