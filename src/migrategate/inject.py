@@ -3,7 +3,8 @@
 A Helm post-renderer (Helm 3 ``--post-renderer``; Helm 4 through the ``postrenderer/v1``
 plugin in ``plugins/migrategate-inject``), a kustomize/Argo CD step, or a plain filter: it
 reads manifests on stdin and writes them on stdout. For every Deployment, StatefulSet or
-DaemonSet whose name matches one of the ``--workload`` patterns it prepends an initContainer
+DaemonSet whose name matches one of the ``--workload`` patterns (also as an item of a ``kind:
+List``) it prepends an initContainer
 ``migrategate-wait`` that
 
 - runs ``python -m migrategate wait`` in the image of the workload's FIRST container, with
@@ -116,19 +117,17 @@ def inject(text: str, options: InjectOptions) -> str:
     out: List[str] = []
     for piece in split_documents(text):
         doc = _load(yaml, piece)
-        target = _workload_name(doc)
-        if target is None:
-            out.append(piece)
-            continue
-        seen.append(f"{doc['kind']}/{target}")
-        hits = [p for p in options.patterns if p.fullmatch(target)]
-        if not hits:
-            out.append(piece)
-            continue
-        for p in hits:
-            matched[p.pattern] += 1
-        _add_gate(doc, options)
-        out.append(_dump(yaml, piece, doc))
+        changed = False
+        for workload, target, label in _workloads(doc):
+            seen.append(label)
+            hits = [p for p in options.patterns if p.fullmatch(target)]
+            if not hits:
+                continue
+            for p in hits:
+                matched[p.pattern] += 1
+            _add_gate(workload, options)
+            changed = True
+        out.append(_dump(yaml, piece, doc) if changed else piece)
     missing = [pattern for pattern, n in matched.items() if n == 0]
     if missing:
         found = ", ".join(seen) or "no Deployment, StatefulSet or DaemonSet at all"
@@ -145,6 +144,25 @@ def _load(yaml: Any, piece: str) -> Any:
         return yaml.safe_load(piece)
     except yaml.YAMLError:
         return None  # not ours to judge: it is written back unchanged
+
+
+def _workloads(doc: Any) -> List[Tuple[Dict[str, Any], str, str]]:
+    """(workload, its name, how to call it) for the document, or for each item of a ``kind:
+    List`` (or ``DeploymentList`` ...: what ``kubectl get -o yaml`` writes), so a workload
+    inside a list is gated like any other."""
+    name = _workload_name(doc)
+    if name is not None:
+        return [(doc, name, f"{doc['kind']}/{name}")]
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    if not (isinstance(kind, str) and kind.endswith("List")
+            and isinstance(doc.get("items"), list)):
+        return []
+    found = []
+    for item in doc["items"]:
+        name = _workload_name(item)
+        if name is not None:
+            found.append((item, name, f"{item['kind']}/{name} (in a {kind})"))
+    return found
 
 
 def _workload_name(doc: Any) -> Optional[str]:

@@ -10,7 +10,8 @@ from typing import Any, Dict, List
 import pytest
 import yaml
 
-from migrategate.inject import InjectOptions
+from migrategate.errors import ConfigError
+from migrategate.inject import InjectOptions, inject
 
 APP = ("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\nspec:\n  template:\n"
        "    spec:\n      containers:\n      - name: app\n        image: 'img:1'\n")
@@ -51,3 +52,28 @@ def test_a_malformed_env_names_the_name_never_the_value(item):
     assert "--env" in run.stderr and "NAME=VALUE" in run.stderr
     if item.startswith("DB PASSWORD"):
         assert "'DB PASSWORD'" in run.stderr
+
+
+# 2. kind: List
+
+
+def test_a_deployment_inside_a_list_is_gated():
+    item = "".join("  " + line + "\n" for line in APP.splitlines())
+    other = "- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: app}\n  data: {a: b}\n"
+    text = "apiVersion: v1\nkind: List\nitems:\n" + other + "-" + item[1:]
+    out = _docs(inject(text, OPTIONS))
+    assert len(out) == 1 and out[0]["kind"] == "List"
+    config_map, deployment = out[0]["items"]
+    assert config_map == {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"},
+                          "data": {"a": "b"}}
+    assert _inits(deployment) == ["migrategate-wait"]
+    assert inject(inject(text, OPTIONS), OPTIONS) == inject(text, OPTIONS)
+
+
+def test_a_list_without_a_match_is_written_back_unchanged_and_names_what_it_holds():
+    text = ("---\nkind: List\nitems:\n- kind: Deployment\n  metadata: {name: other}\n"
+            "  spec: {template: {spec: {containers: [{name: a, image: i}]}}}\n---\n" + APP)
+    out = inject(text, OPTIONS)
+    assert out.startswith(text[:text.index(APP)])
+    with pytest.raises(ConfigError, match=r"found: Deployment/other \(in a List\)"):
+        inject(text, InjectOptions(workloads=["nomatch"]))
