@@ -4,8 +4,7 @@ A Helm post-renderer (Helm 3 ``--post-renderer``; Helm 4 through the ``postrende
 plugin in ``plugins/migrategate-inject``), a kustomize/Argo CD step, or a plain filter: it
 reads manifests on stdin and writes them on stdout. For every Deployment, StatefulSet or
 DaemonSet whose name matches one of the ``--workload`` patterns (also as an item of a ``kind:
-List``) it prepends an initContainer
-``migrategate-wait`` that
+List``) it prepends an initContainer ``migrategate-wait`` that
 
 - runs ``python -m migrategate wait`` in the image of the workload's FIRST container, with
   that container's ``imagePullPolicy``, ``env``, ``envFrom`` (so an app's ``DB_*`` settings
@@ -182,11 +181,17 @@ def _workload_name(doc: Any) -> Optional[str]:
 
 def _dump(yaml: Any, original: str, doc: Any) -> str:
     """The marker line and leading comments (e.g. Helm's ``# Source:``) of the original,
-    then the changed document."""
+    then the changed document. A marker line that carries the start of the document itself
+    (``--- {a: 1}``, ``--- !!map``, ``--- |``) is written as a bare ``---``: the document
+    follows in full."""
     head: List[str] = []
     for line in original.splitlines(keepends=True):
         stripped = line.strip()
         if _SEPARATOR.match(line.rstrip("\r\n")) and not head:
+            rest = stripped[3:].strip()
+            if rest and not rest.startswith("#"):
+                head.append("---\n")
+                break
             head.append(line if line.endswith("\n") else line + "\n")
         elif stripped.startswith("#") or not stripped:
             head.append(line if line.endswith("\n") else line + "\n")

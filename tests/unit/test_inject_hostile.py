@@ -77,3 +77,25 @@ def test_a_list_without_a_match_is_written_back_unchanged_and_names_what_it_hold
     assert out.startswith(text[:text.index(APP)])
     with pytest.raises(ConfigError, match=r"found: Deployment/other \(in a List\)"):
         inject(text, InjectOptions(workloads=["nomatch"]))
+
+
+# 3. the output is always YAML
+
+
+FLOW_APP = ("--- {apiVersion: apps/v1, kind: Deployment, metadata: {name: app}, "
+            "spec: {template: {spec: {containers: [{name: a, image: 'i:1'}]}}}}\n")
+
+
+@pytest.mark.parametrize("text", [
+    FLOW_APP,
+    "--- {a: 1}\n" + FLOW_APP,
+    APP + FLOW_APP + "--- {a: 1}\n",
+    "--- !!map\n" + APP,
+    "--- # Source: x.yaml\n" + APP,
+    "--- {a: 1}\n---\n" + APP + "--- [1, 2]\n--- 'x'\n",
+])
+def test_the_output_parses_back_as_yaml(text):
+    out = inject(text, OPTIONS)
+    parsed = [d for d in _docs(out) if isinstance(d, dict) and d.get("kind") == "Deployment"]
+    assert parsed and all(_inits(d) == ["migrategate-wait"] for d in parsed)
+    assert len(_docs(out)) == len(_docs(text))
