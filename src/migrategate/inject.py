@@ -109,8 +109,38 @@ def source_files() -> List[str]:
     return sorted(out)
 
 
+def decode(data: bytes) -> str:
+    """stdin's bytes as text: Kubernetes manifests are UTF-8, and a byte that is not is
+    reported where it is (read with the locale's codec, it would make the document
+    unreadable and so silently not gated)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the input is not UTF-8: byte 0x{data[exc.start]:02x} at "
+                          f"{_position(data[:exc.start].decode('utf-8', 'replace'))} cannot "
+                          "be decoded; nothing was written",
+                          "Kubernetes manifests are UTF-8: re-encode the file or template "
+                          "(e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def _position(before: str) -> str:
+    line = before.count("\n") + 1
+    return f"line {line}, column {len(before) - (before.rfind(chr(10)) + 1) + 1}"
+
+
+def _check_text(text: str) -> None:
+    """Text decoded with errors="surrogateescape" (or built by hand) carries lone
+    surrogates where bytes were not UTF-8: refused like the bytes themselves."""
+    bad = re.search("[\ud800-\udfff]", text)
+    if bad:
+        raise ConfigError(f"the input is not UTF-8: an undecodable byte (U+{ord(bad.group()):04X}"
+                          f") at {_position(text[:bad.start()])}; nothing was written",
+                          "Kubernetes manifests are UTF-8: re-encode the file or template")
+
+
 def inject(text: str, options: InjectOptions) -> str:
     yaml = _yaml()
+    _check_text(text)
     matched = {p.pattern: 0 for p in options.patterns}
     seen: List[str] = []
     out: List[str] = []

@@ -99,3 +99,27 @@ def test_the_output_parses_back_as_yaml(text):
     parsed = [d for d in _docs(out) if isinstance(d, dict) and d.get("kind") == "Deployment"]
     assert parsed and all(_inits(d) == ["migrategate-wait"] for d in parsed)
     assert len(_docs(out)) == len(_docs(text))
+
+
+# 4. input that is not UTF-8
+
+
+def test_a_byte_that_is_not_utf8_is_reported_as_such():
+    run = _cli("--workload", "app", stdin=APP.encode() + b"  annotation: caf\xe9\n")
+    assert run.returncode == 2 and run.stdout == ""
+    assert "UTF-8" in run.stderr and "line 11" in run.stderr
+    assert "no Deployment" not in run.stderr
+
+
+def test_text_with_undecoded_bytes_is_refused_by_the_library_too():
+    with pytest.raises(ConfigError, match="UTF-8"):
+        inject(APP + "  x: caf\udce9\n", OPTIONS)
+
+
+def test_utf8_text_is_written_as_utf8_whatever_the_locale():
+    run = subprocess.run([sys.executable, "-m", "migrategate", "inject", "--workload", "app"],
+                         input=(APP + "  note: 'café ☕'\n").encode(), capture_output=True,
+                         timeout=120, env={"LC_ALL": "C", "PYTHONIOENCODING": "ascii",
+                                           "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr
+    assert "café ☕" in run.stdout.decode("utf-8")
