@@ -187,7 +187,7 @@ def _run_inject(args: argparse.Namespace) -> int:
             python_path=args.python_path)
         stdin = getattr(sys.stdin, "buffer", None)  # bytes: UTF-8 whatever the locale says
         output = inject(decode(stdin.read()) if stdin is not None else sys.stdin.read(),
-                        options)
+                        options, warn=Writer().warn)
     except ConfigError as exc:
         Writer().error(exc.one_line())
         return exc.exit_code

@@ -16,7 +16,9 @@ List``) it prepends an initContainer ``migrategate-wait`` that
 Documents that are not selected are written back exactly as they came (the text, not a
 re-serialisation); a selected document is re-serialised with its leading comments kept.
 Running it twice gives the same output as running it once. A pattern that matches nothing is
-an error (exit 2), so a renamed release cannot silently lose its gate.
+an error (exit 2), so a renamed release cannot silently lose its gate; so is a selected
+workload the gate cannot be added to (a null container, an env that is not a list, ...). A
+document PyYAML cannot read is written back unchanged and named on stderr.
 
 PyYAML is needed (``pip install 'migrategate[inject]'``); the rest of migrategate does not
 use it, and app images don't need it: ``inject`` runs where ``helm`` runs.
@@ -28,7 +30,7 @@ import copy
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from .errors import ConfigError
 
@@ -40,6 +42,15 @@ KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 DEFAULT_CODE_CONFIGMAP = "migrategate-code"
 
 _SEPARATOR = re.compile(r"^---(?:[ \t].*)?$")
+#: Nesting deeper than this is not built: a Kubernetes object is far shallower (a pod spec is
+#: about 12 levels), and PyYAML's composer and dumper recurse per level. A deeper document
+#: is still read down to here (its kind and name), written back unchanged if it is not
+#: selected, refused if it is.
+MAX_DEPTH = 100
+#: Flow collections (``[[[...]]]``) deeper than this make the document unreadable: PyYAML's
+#: scanner keeps a possible key per flow level and rechecks them all on every token, so
+#: 5,000 levels would take a minute; libyaml stops at 1,000.
+MAX_FLOW_DEPTH = 200
 
 
 @dataclass
@@ -138,28 +149,56 @@ def _check_text(text: str) -> None:
                           "Kubernetes manifests are UTF-8: re-encode the file or template")
 
 
-def inject(text: str, options: InjectOptions) -> str:
+def inject(text: str, options: InjectOptions,
+           warn: Optional[Callable[[str], None]] = None) -> str:
+    """The manifests with the gate added. ``warn`` hears what was left alone and why (a
+    document that could not be read); the CLI passes stderr."""
     yaml = _yaml()
     _check_text(text)
     matched = {p.pattern: 0 for p in options.patterns}
     seen: List[str] = []
+    unreadable: List[str] = []
     out: List[str] = []
-    for piece in split_documents(text):
-        doc = _load(yaml, piece)
-        changed = False
-        for workload, target, label in _workloads(doc):
+    line = 1
+    for number, piece in enumerate(split_documents(text), 1):
+        where = _where(number, line, piece)
+        loaded = _load(yaml, piece, line)
+        line += piece.count("\n")
+        if loaded.error is not None:
+            unreadable.append(where)
+            if warn is not None:
+                warn(f"{where} is not YAML that inject can read ({loaded.error}); written back "
+                     "unchanged, without looking for workloads in it")
+            out.append(piece)
+            continue
+        changed: List[str] = []
+        for workload, target, label in _workloads(loaded.doc):
             seen.append(label)
             hits = [p for p in options.patterns if p.fullmatch(target)]
             if not hits:
                 continue
             for p in hits:
                 matched[p.pattern] += 1
+            _check_workload(workload, f"{label} in {where}")
             _add_gate(workload, options)
-            changed = True
-        out.append(_dump(yaml, piece, doc) if changed else piece)
+            changed.append(label)
+        if not changed:
+            out.append(piece)
+            continue
+        if loaded.truncated:
+            raise ConfigError(f"{changed[0]} in {where} nests deeper than {MAX_DEPTH} levels; "
+                              "inject cannot rewrite a document that deep",
+                              "no Kubernetes object needs that: check what renders it")
+        if loaded.cyclic:
+            raise ConfigError(f"{changed[0]} in {where} contains itself through a YAML alias "
+                              "(an &anchor used inside its own value); it has no YAML or JSON "
+                              "form Kubernetes can read", "check what renders it")
+        out.append(_dump(yaml, piece, loaded.doc))
     missing = [pattern for pattern, n in matched.items() if n == 0]
     if missing:
         found = ", ".join(seen) or "no Deployment, StatefulSet or DaemonSet at all"
+        if unreadable:
+            found += f"; not readable, so not looked into: {', '.join(unreadable)}"
         raise ConfigError(
             f"--workload {', '.join(repr(m) for m in missing)} matched no workload in the "
             f"input (found: {found}); nothing was written",
@@ -168,11 +207,112 @@ def inject(text: str, options: InjectOptions) -> str:
     return "".join(out)
 
 
-def _load(yaml: Any, piece: str) -> Any:
+def _where(number: int, line: int, piece: str) -> str:
+    """"document 3 (line 58, dify/templates/api.yaml)": Helm's ``# Source:`` when there is one."""
+    source = re.search(r"^#\s*Source:\s*(\S.*?)\s*$", piece, re.MULTILINE)
+    return f"document {number} (line {line}{', ' + source.group(1) if source else ''})"
+
+
+@dataclass
+class _Loaded:
+    doc: Any = None
+    #: why the document could not be read; never a snippet of it (it may hold a secret)
+    error: Optional[str] = None
+    truncated: bool = False  # nested deeper than MAX_DEPTH: the deep part was not built
+    cyclic: bool = False  # an alias inside its own anchor's value
+
+
+def _load(yaml: Any, piece: str, line: int) -> _Loaded:
+    loader = _loader_class(yaml)(piece)
     try:
-        return yaml.safe_load(piece)
-    except yaml.YAMLError:
-        return None  # not ours to judge: it is written back unchanged
+        doc = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f" at line {line + mark.line}, column {mark.column + 1}" if mark else ""
+        return _Loaded(error=f"{exc.problem or exc.context or type(exc).__name__}{at}")
+    except yaml.reader.ReaderError as exc:
+        return _Loaded(error=f"character #x{exc.character:04x}, which YAML does not allow")
+    except yaml.YAMLError as exc:
+        return _Loaded(error=type(exc).__name__)
+    except (ValueError, OverflowError) as exc:  # e.g. an integer of 5,000 digits
+        return _Loaded(error=f"a value Python cannot build: {type(exc).__name__}")
+    finally:
+        loader.dispose()
+    return _Loaded(doc, truncated=loader.mg_truncated, cyclic=loader.mg_cyclic)
+
+
+_LOADER: Any = None
+
+
+def _loader_class(yaml: Any) -> Any:
+    """PyYAML's safe loader, with three limits kept while composing:
+
+    - nesting deeper than MAX_DEPTH is skipped, event by event (no recursion), and stands as
+      null; ``truncated`` says so; flow nesting deeper than MAX_FLOW_DEPTH is an error;
+    - an alias that points into its own, still open, anchor sets ``cyclic``;
+    - timestamps stay strings, as Kubernetes reads them (``2020-13-45`` is not a date).
+    """
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+    events = yaml.events
+
+    class Loader(yaml.SafeLoader):
+        # attributes are mg_*: PyYAML's mixins share one namespace (Scanner has "done")
+        def __init__(self, stream: str) -> None:
+            super().__init__(stream)
+            self.mg_depth = 0
+            self.mg_done: Set[int] = set()  # ids of the nodes composed in full
+            self.mg_truncated = False
+            self.mg_cyclic = False
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(events.AliasEvent):
+                node = self.anchors.get(self.peek_event().anchor)
+                if node is not None and id(node) not in self.mg_done:
+                    self.mg_cyclic = True
+                return super().compose_node(parent, index)
+            if self.mg_depth >= MAX_DEPTH:
+                self.mg_truncated = True
+                return self.mg_skip()
+            self.mg_depth += 1
+            try:
+                node = super().compose_node(parent, index)
+            finally:
+                self.mg_depth -= 1
+            self.mg_done.add(id(node))
+            return node
+
+        def fetch_flow_collection_start(self, token_class: Any) -> None:
+            if self.flow_level >= MAX_FLOW_DEPTH:
+                mark = self.get_mark()
+                raise yaml.scanner.ScannerError(
+                    None, None, f"flow collections nest deeper than {MAX_FLOW_DEPTH} levels",
+                    mark)
+            super().fetch_flow_collection_start(token_class)
+
+        def mg_skip(self) -> Any:
+            first = self.peek_event()
+            node = yaml.ScalarNode("tag:yaml.org,2002:null", "", first.start_mark,
+                                   first.end_mark)
+            self.mg_done.add(id(node))
+            level = 0
+            while True:
+                event = self.get_event()
+                if not isinstance(event, events.AliasEvent) and \
+                        getattr(event, "anchor", None) is not None:
+                    self.anchors[event.anchor] = node
+                if isinstance(event, (events.SequenceStartEvent, events.MappingStartEvent)):
+                    level += 1
+                elif isinstance(event, (events.SequenceEndEvent, events.MappingEndEvent)):
+                    level -= 1
+                if level == 0:
+                    return node
+
+    Loader.add_constructor("tag:yaml.org,2002:timestamp",
+                           yaml.constructor.SafeConstructor.construct_yaml_str)
+    _LOADER = Loader
+    return Loader
 
 
 def _workloads(doc: Any) -> List[Tuple[Dict[str, Any], str, str]]:
@@ -195,18 +335,83 @@ def _workloads(doc: Any) -> List[Tuple[Dict[str, Any], str, str]]:
 
 
 def _workload_name(doc: Any) -> Optional[str]:
+    """The name of a Deployment/StatefulSet/DaemonSet; whether it can be gated is checked
+    once it is selected (_check_workload), so a broken one is refused, not skipped."""
     if not isinstance(doc, dict) or doc.get("kind") not in KINDS:
         return None
-    def get(obj: Any, key: str) -> Any:
-        return obj.get(key) if isinstance(obj, dict) else None
+    metadata = doc.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    return name if isinstance(name, str) else None
 
-    name = get(get(doc, "metadata"), "name")
-    pod = get(get(get(doc, "spec"), "template"), "spec")
-    containers = get(pod, "containers")
-    if not isinstance(name, str) or not isinstance(containers, list) or not containers \
-            or not isinstance(containers[0], dict):
-        return None
-    return name
+
+def _check_workload(workload: Dict[str, Any], label: str) -> None:
+    """Refuse (exit 2, with the path) a selected workload whose pod spec the gate cannot be
+    built from or added to. Only the kind of a bad value is named, never the value."""
+    def refuse(path: str, problem: str) -> None:
+        raise ConfigError(f"{label}: {path} {problem}, so inject cannot add its gate",
+                          "fix the template that renders it (Kubernetes would refuse it "
+                          "too), or leave it out of --workload")
+
+    spec = workload.get("spec")
+    template = spec.get("template") if isinstance(spec, dict) else None
+    pod = template.get("spec") if isinstance(template, dict) else None
+    where = "spec.template.spec"
+    if not isinstance(pod, dict):
+        return refuse(where, f"is {_kind_of(pod)}, not a pod spec")
+    containers = pod.get("containers")
+    if not isinstance(containers, list) or not containers:
+        return refuse(f"{where}.containers", f"is {_kind_of(containers)}, not a list of "
+                      "containers")
+    for key in ("containers", "initContainers", "volumes"):
+        items = pod.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            return refuse(f"{where}.{key}", f"is {_kind_of(items)}, not a list")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                return refuse(f"{where}.{key}[{i}]", f"is {_kind_of(item)}, not a mapping")
+    app = containers[0]
+    where += ".containers[0]"
+    if not isinstance(app.get("image"), str) or not app["image"].strip():
+        return refuse(f"{where}.image", "is missing (the gate runs in the first container's "
+                      "image)")
+    for key in ("env", "envFrom"):
+        items = app.get(key)
+        if items is None:
+            continue
+        if not isinstance(items, list):
+            return refuse(f"{where}.{key}", f"is {_kind_of(items)}, not a list")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                return refuse(f"{where}.{key}[{i}]", f"is {_kind_of(item)}, not a mapping")
+            if key == "env" and not isinstance(item.get("name"), str):
+                return refuse(f"{where}.env[{i}].name", f"is {_kind_of(item.get('name'))}, "
+                              "not a string")
+            if key == "env" and item["name"] == "PYTHONPATH" and \
+                    not isinstance(item.get("value"), (str, type(None))):
+                return refuse(f"{where}.env[{i}] (PYTHONPATH).value",
+                              f"is {_kind_of(item['value'])}, not a string")
+    for key in ("securityContext",):
+        if app.get(key) is not None and not isinstance(app[key], dict):
+            return refuse(f"{where}.{key}", f"is {_kind_of(app[key])}, not a mapping")
+    return None
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an empty list" if not value else "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
 
 
 def _dump(yaml: Any, original: str, doc: Any) -> str:

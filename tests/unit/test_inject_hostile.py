@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from typing import Any, Dict, List
 
 import pytest
@@ -123,3 +124,95 @@ def test_utf8_text_is_written_as_utf8_whatever_the_locale():
                                            "PATH": "/usr/bin:/bin"})
     assert run.returncode == 0, run.stderr
     assert "café ☕" in run.stdout.decode("utf-8")
+
+
+# 5. malformed workloads and very deep documents
+
+
+@pytest.mark.parametrize("extra, where", [
+    ("        env: [null]\n", "containers[0].env[0]"),
+    ("        env: [PLAIN]\n", "containers[0].env[0]"),
+    ("        env: {A: b}\n", "containers[0].env"),
+    ("        env: [{name: PYTHONPATH, value: [a]}]\n", "PYTHONPATH"),
+    ("      - null\n", "containers[1]"),
+    ("      - just-a-string\n", "containers[1]"),
+    ("      initContainers: [null]\n", "initContainers[0]"),
+    ("      initContainers: [abc]\n", "initContainers[0]"),
+    ("      initContainers: abc\n", "initContainers"),
+    ("      volumes: [abc]\n", "volumes[0]"),
+])
+def test_a_malformed_selected_workload_is_exit_2_with_a_reason(extra, where):
+    run = _cli("--workload", "app", stdin=APP + extra)
+    assert run.returncode == 2 and run.stdout == ""
+    assert "Deployment/app" in run.stderr and where in run.stderr
+
+
+@pytest.mark.parametrize("text, where", [
+    (APP.replace("      - name: app\n        image: 'img:1'\n", "      - null\n"),
+     "containers[0]"),
+    (APP.replace("      containers:\n      - name: app\n        image: 'img:1'\n",
+                 "      containers: []\n"), "containers"),
+    (APP.replace("        image: 'img:1'\n", ""), "image"),
+    (APP.replace("  template:\n    spec:\n", "  template:\n    spex:\n"), "spec.template.spec"),
+])
+def test_a_selected_workload_without_a_usable_first_container_is_exit_2(text, where):
+    run = _cli("--workload", "app", stdin=text)
+    assert run.returncode == 2 and "Deployment/app" in run.stderr and where in run.stderr
+    assert "matched no workload" not in run.stderr
+
+
+def test_a_malformed_workload_that_is_not_selected_passes_through():
+    text = APP.replace("  name: app\n", "  name: other\n", 1) + "        env: [null]\n---\n" + APP
+    out = inject(text, OPTIONS)
+    assert out.startswith(text[:text.index("---\n")])
+
+
+@pytest.mark.parametrize("deep", [
+    "a: " + "[" * 5000 + "]" * 5000 + "\n",
+    "a:\n" + "".join("  " * i + "-\n" for i in range(1000)),
+    "a: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n",
+])
+def test_a_very_deep_untouched_document_passes_through(deep):
+    text = "---\nkind: ConfigMap\n" + deep + "---\n" + APP
+    started = time.monotonic()
+    run = _cli("--workload", "app", stdin=text)
+    assert time.monotonic() - started < 20
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("---\nkind: ConfigMap\n" + deep + "---\n")
+    assert _inits(_docs(run.stdout.split(deep, 1)[1])[-1]) == ["migrategate-wait"]
+
+
+def test_a_very_deep_selected_workload_is_refused_naming_it():
+    text = APP + "  extra:\n" + "".join("  " * i + "  -\n" for i in range(300))
+    run = _cli("--workload", "app", stdin=text)
+    assert run.returncode == 2 and run.stdout == ""
+    assert "Deployment/app in document 1 (line 1)" in run.stderr and "deeper" in run.stderr
+
+
+def test_a_selected_workload_too_deep_to_read_is_not_silently_left_ungated():
+    text = APP + "  extra: " + "[" * 5000 + "]" * 5000 + "\n"
+    started = time.monotonic()
+    run = _cli("--workload", "app", stdin=text)
+    assert time.monotonic() - started < 20
+    assert run.returncode == 2 and run.stdout == ""
+    assert "document 1" in run.stderr and "nest deeper" in run.stderr
+
+
+def test_a_self_referencing_selected_workload_is_refused():
+    run = _cli("--workload", "app", stdin=APP + "  loop: &l [*l]\n")
+    assert run.returncode == 2 and "Deployment/app" in run.stderr
+
+
+@pytest.mark.parametrize("extra", ["  when: 2020-13-45\n", "  big: " + "9" * 5000 + "\n"])
+def test_values_python_cannot_build_do_not_crash(extra):
+    run = _cli("--workload", "app", stdin=APP + extra)
+    assert run.returncode in (0, 2), run.stderr
+    if run.returncode == 0:
+        assert _inits(_docs(run.stdout)[0]) == ["migrategate-wait"]
+
+
+def test_an_unreadable_document_is_passed_through_and_said_so():
+    bad = "---\nkind: ConfigMap\ndata: {a: [}\n"
+    run = _cli("--workload", "app", stdin=bad + "---\n" + APP)
+    assert run.returncode == 0 and run.stdout.startswith(bad)
+    assert "document 1" in run.stderr and "unchanged" in run.stderr
