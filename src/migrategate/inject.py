@@ -30,7 +30,7 @@ import copy
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import ConfigError
 
@@ -51,6 +51,14 @@ MAX_DEPTH = 100
 #: scanner keeps a possible key per flow level and rechecks them all on every token, so
 #: 5,000 levels would take a minute; libyaml stops at 1,000.
 MAX_FLOW_DEPTH = 200
+#: Aliases may stand for this many nodes in a document, or ALIAS_RATIO times the nodes it
+#: really has if that is more (a chart that reuses an env list through an anchor is far
+#: below both); beyond, the document is refused, as Go's yaml.v3 and libyaml-based loaders
+#: do: "a: &a [x,x,...]  b: &b [*a,*a,...]" grows tenfold a line, and the gate is written
+#: without aliases, so it would be expanded into the output (or, through "<<" merge keys,
+#: already while loading).
+ALIAS_FLOOR = 100_000
+ALIAS_RATIO = 10
 
 
 @dataclass
@@ -162,7 +170,7 @@ def inject(text: str, options: InjectOptions,
     line = 1
     for number, piece in enumerate(split_documents(text), 1):
         where = _where(number, line, piece)
-        loaded = _load(yaml, piece, line)
+        loaded = _load(yaml, piece, line, where)
         line += piece.count("\n")
         if loaded.error is not None:
             unreadable.append(where)
@@ -222,10 +230,18 @@ class _Loaded:
     cyclic: bool = False  # an alias inside its own anchor's value
 
 
-def _load(yaml: Any, piece: str, line: int) -> _Loaded:
+class _TooManyAliases(Exception):
+    """Raised by the loader; _load names the document (a ConfigError, exit 2)."""
+
+
+def _load(yaml: Any, piece: str, line: int, where: str) -> _Loaded:
     loader = _loader_class(yaml)(piece)
     try:
         doc = loader.get_single_data()
+    except _TooManyAliases as exc:
+        raise ConfigError(f"{where} uses YAML aliases that stand for more than {exc} nodes "
+                          f"(over {ALIAS_RATIO} times what it holds): an alias bomb, refused",
+                          "write the values out, or reuse fewer anchors") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         at = f" at line {line + mark.line}, column {mark.column + 1}" if mark else ""
@@ -250,6 +266,7 @@ def _loader_class(yaml: Any) -> Any:
     - nesting deeper than MAX_DEPTH is skipped, event by event (no recursion), and stands as
       null; ``truncated`` says so; flow nesting deeper than MAX_FLOW_DEPTH is an error;
     - an alias that points into its own, still open, anchor sets ``cyclic``;
+    - the nodes aliases stand for (counted expanded) are bounded: ALIAS_FLOOR, ALIAS_RATIO;
     - timestamps stay strings, as Kubernetes reads them (``2020-13-45`` is not a date).
     """
     global _LOADER
@@ -262,15 +279,23 @@ def _loader_class(yaml: Any) -> Any:
         def __init__(self, stream: str) -> None:
             super().__init__(stream)
             self.mg_depth = 0
-            self.mg_done: Set[int] = set()  # ids of the nodes composed in full
+            #: id of each node composed in full -> its size with aliases expanded
+            self.mg_sizes: Dict[int, int] = {}
+            self.mg_nodes = 0  # nodes composed
+            self.mg_aliased = 0  # nodes that aliases stand for
             self.mg_truncated = False
             self.mg_cyclic = False
 
         def compose_node(self, parent: Any, index: Any) -> Any:
             if self.check_event(events.AliasEvent):
                 node = self.anchors.get(self.peek_event().anchor)
-                if node is not None and id(node) not in self.mg_done:
-                    self.mg_cyclic = True
+                if node is not None:
+                    size = self.mg_sizes.get(id(node))
+                    if size is None:  # its anchor is still open: the alias is inside it
+                        self.mg_cyclic = True
+                    self.mg_aliased += size or 1
+                    if self.mg_aliased > max(ALIAS_FLOOR, ALIAS_RATIO * self.mg_nodes):
+                        raise _TooManyAliases(max(ALIAS_FLOOR, ALIAS_RATIO * self.mg_nodes))
                 return super().compose_node(parent, index)
             if self.mg_depth >= MAX_DEPTH:
                 self.mg_truncated = True
@@ -280,7 +305,14 @@ def _loader_class(yaml: Any) -> Any:
                 node = super().compose_node(parent, index)
             finally:
                 self.mg_depth -= 1
-            self.mg_done.add(id(node))
+            sizes = self.mg_sizes
+            size = 1
+            if isinstance(node, yaml.SequenceNode):
+                size += sum(sizes.get(id(item), 1) for item in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                size += sum(sizes.get(id(k), 1) + sizes.get(id(v), 1) for k, v in node.value)
+            sizes[id(node)] = size
+            self.mg_nodes += 1
             return node
 
         def fetch_flow_collection_start(self, token_class: Any) -> None:
@@ -295,7 +327,7 @@ def _loader_class(yaml: Any) -> Any:
             first = self.peek_event()
             node = yaml.ScalarNode("tag:yaml.org,2002:null", "", first.start_mark,
                                    first.end_mark)
-            self.mg_done.add(id(node))
+            self.mg_sizes[id(node)] = 1
             level = 0
             while True:
                 event = self.get_event()

@@ -216,3 +216,45 @@ def test_an_unreadable_document_is_passed_through_and_said_so():
     run = _cli("--workload", "app", stdin=bad + "---\n" + APP)
     assert run.returncode == 0 and run.stdout.startswith(bad)
     assert "document 1" in run.stderr and "unchanged" in run.stderr
+
+
+# 6. alias bombs
+
+
+def _bomb(levels: int, fan: int = 10) -> str:
+    lines = ["  l0: &l0 [" + ", ".join(["lol"] * fan) + "]"]
+    for i in range(1, levels):
+        lines.append(f"  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * fan) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("where", ["selected", "untouched"])
+def test_an_alias_bomb_is_refused_not_expanded(where):
+    bomb = "bomb:\n" + _bomb(7)
+    assert len(bomb) < 1024
+    text = (APP + bomb) if where == "selected" else ("---\nkind: ConfigMap\n" + bomb + "---\n"
+                                                     + APP)
+    started = time.monotonic()
+    run = _cli("--workload", "app", stdin=text)
+    assert time.monotonic() - started < 30
+    assert run.returncode == 2 and run.stdout == "" and "alias" in run.stderr
+    assert "document" in run.stderr
+
+
+def test_a_merge_key_bomb_is_refused():
+    lines = ["  m0: &m0 {a: 1, b: 2}"]
+    for i in range(1, 9):
+        lines.append(f"  m{i}: &m{i} {{<<: [" + ", ".join([f"*m{i - 1}"] * 10) + "]}")
+    run = _cli("--workload", "app", stdin="---\nkind: ConfigMap\nx:\n" + "\n".join(lines)
+               + "\n---\n" + APP)
+    assert run.returncode == 2 and "alias" in run.stderr
+
+
+def test_ordinary_anchors_still_work():
+    text = (APP.replace("      - name: app\n", "      - name: app\n        env: &env\n"
+                        "        - {name: A, value: b}\n        - {name: C, value: d}\n")
+            + "      - name: side\n        image: 'img:1'\n        env: *env\n")
+    deployment = _docs(inject(text, OPTIONS))[0]
+    gate = _pod(deployment)["initContainers"][0]
+    assert [e["name"] for e in gate["env"]][:2] == ["A", "C"]
+    assert _pod(deployment)["containers"][1]["env"][0] == {"name": "A", "value": "b"}
