@@ -86,6 +86,26 @@ class InjectOptions:
             except re.error as exc:
                 raise ConfigError(f"--workload {text!r} is not a valid regular expression: "
                                   f"{exc}") from None
+        self._check_wait_options()
+
+    def _check_wait_options(self) -> None:
+        """What the gate will pass to ``wait`` is parsed here, as ``wait`` parses it, so a
+        typo fails the render (exit 2, naming the flag), not every pod's initContainer."""
+        from .presets import load_preset
+        from .settings import OPTIONS, _parse
+
+        if self.timeout is not None:
+            _parse(OPTIONS["timeout"], self.timeout, "--timeout")
+        if self.interval is not None:
+            interval = _parse(OPTIONS["interval"], self.interval, "--interval")
+            if interval < 0.1:  # settings.resolve's rule
+                raise ConfigError(f"--interval must be at least 0.1 s, got {interval:g}",
+                                  "a poll costs the database a transaction; 1-2 s is plenty")
+        if self.preset is not None:
+            try:
+                load_preset(self.preset)
+            except ConfigError as exc:
+                raise ConfigError(f"--preset: {exc.message}", exc.hint) from None
 
 
 def _yaml() -> Any:

@@ -258,3 +258,30 @@ def test_ordinary_anchors_still_work():
     gate = _pod(deployment)["initContainers"][0]
     assert [e["name"] for e in gate["env"]][:2] == ["A", "C"]
     assert _pod(deployment)["containers"][1]["env"][0] == {"name": "A", "value": "b"}
+
+
+# 7. wait options are checked when rendering
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--timeout", "abc"], "--timeout"),
+    (["--timeout", "-5"], "--timeout"),
+    (["--interval", "-1"], "--interval"),
+    (["--interval", "0"], "--interval"),
+    (["--interval", "nan"], "--interval"),
+    (["--preset", "nosuch"], "--preset"),
+])
+def test_bad_wait_options_are_refused_at_render_time(args, flag):
+    run = _cli("--workload", "app", *args, stdin=APP)
+    assert run.returncode == 2 and run.stdout == "" and flag in run.stderr
+
+
+def test_bad_wait_options_are_refused_by_the_library():
+    with pytest.raises(ConfigError, match="--timeout"):
+        InjectOptions(workloads=["app"], timeout="abc")
+    with pytest.raises(ConfigError) as err:
+        InjectOptions(workloads=["app"], preset="nosuch")
+    assert "--preset" in err.value.one_line() and "known presets: dify" in err.value.one_line()
+    options = InjectOptions(workloads=["app"], timeout="900", interval="0.5", preset="dify")
+    gate = _pod(_docs(inject(APP, options))[0])["initContainers"][0]
+    assert gate["args"] == ["wait", "--timeout", "900", "--interval", "0.5"]
