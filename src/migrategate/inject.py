@@ -15,7 +15,9 @@ List``) it prepends an initContainer ``migrategate-wait`` that
 
 Documents that are not selected are written back exactly as they came (the text, not a
 re-serialisation); a selected document is re-serialised with its leading comments kept.
-Running it twice gives the same output as running it once. A pattern that matches nothing is
+A workload that already runs migrategate (the migrategate chart's ``migrategate-upgrade``
+or ``migrategate-wait`` initContainer, or an earlier inject) is left unchanged and named on
+stderr. Running it twice gives the same output as running it once. A pattern that matches nothing is
 an error (exit 2), so a renamed release cannot silently lose its gate; so is a selected
 workload the gate cannot be added to (a null container, an env that is not a list, ...). A
 document PyYAML cannot read is written back unchanged and named on stderr.
@@ -208,6 +210,14 @@ def inject(text: str, options: InjectOptions,
             for p in hits:
                 matched[p.pattern] += 1
             _check_workload(workload, f"{label} in {where}")
+            theirs = _migrategate_container(workload["spec"]["template"]["spec"])
+            if theirs is not None:
+                if warn is not None:
+                    warn(f"{label} in {where} already runs migrategate ({theirs}), so it "
+                         "is gated already; left unchanged (a wait gate in front of "
+                         "migrategate's own upgrade would wait for an upgrade it keeps from "
+                         "starting)")
+                continue
             _add_gate(workload, options)
             changed.append(label)
         if not changed:
@@ -450,6 +460,29 @@ def _check_workload(workload: Dict[str, Any], label: str) -> None:
     return None
 
 
+def _migrategate_container(pod: Dict[str, Any]) -> Optional[str]:
+    """Which container of the pod runs migrategate, if one does: the migrategate chart's
+    helpers (``migrategate-upgrade``, ``migrategate-wait``; _public.tpl), an earlier run of
+    inject, or a container whose command is ``migrategate`` or ``python -m migrategate``.
+    Such a workload is skipped: a wait gate put before ``migrategate-upgrade`` waits for the
+    upgrade that the gate keeps from starting (the pod never starts), and one before a wait
+    is a second wait."""
+    for key in ("initContainers", "containers"):
+        for container in pod.get(key) or []:
+            name = container.get("name")
+            command = container.get("command")
+            command = command if isinstance(command, list) else []
+            args = container.get("args")
+            tokens = [str(t) for t in command + (args if isinstance(args, list) else [])]
+            runs = (isinstance(name, str) and name.startswith("migrategate")) or (
+                bool(command) and str(command[0]).rsplit("/", 1)[-1] == "migrategate") or any(
+                a == "-m" and (b == "migrategate" or b.startswith("migrategate."))
+                for a, b in zip(tokens, tokens[1:]))
+            if runs:
+                return f"{key[:-1]} {name!r}" if isinstance(name, str) else key[:-1]
+    return None
+
+
 def _kind_of(value: Any) -> str:
     if value is None:
         return "null"
@@ -497,8 +530,8 @@ def _dump(yaml: Any, original: str, doc: Any) -> str:
 def _add_gate(doc: Dict[str, Any], options: InjectOptions) -> None:
     pod = doc["spec"]["template"]["spec"]
     app = pod["containers"][0]
-    inits = [c for c in (pod.get("initContainers") or []) if c.get("name") != GATE]
-    pod["initContainers"] = [_gate(app, options)] + inits
+    # (a pod that already has a migrategate-wait was skipped: _migrategate_container)
+    pod["initContainers"] = [_gate(app, options)] + list(pod.get("initContainers") or [])
     volumes = [v for v in (pod.get("volumes") or [])
                if v.get("name") not in (CODE_VOLUME, TMP_VOLUME)]
     pod["volumes"] = volumes + _volumes(options)

@@ -285,3 +285,39 @@ def test_bad_wait_options_are_refused_by_the_library():
     options = InjectOptions(workloads=["app"], timeout="900", interval="0.5", preset="dify")
     gate = _pod(_docs(inject(APP, options))[0])["initContainers"][0]
     assert gate["args"] == ["wait", "--timeout", "900", "--interval", "0.5"]
+
+
+# 8. a workload that already runs migrategate
+
+
+UPGRADE = APP + ("      initContainers:\n      - name: migrategate-upgrade\n"
+                 "        image: 'img:1'\n        command: [python, -m, migrategate]\n"
+                 "        args: [upgrade, --lock-timeout, '300']\n")
+
+
+def test_a_workload_with_migrategates_own_upgrade_is_left_alone_and_said_so():
+    other = APP.replace("  name: app\n", "  name: worker\n", 1)
+    text = "---\n" + UPGRADE + "---\n" + other
+    run = _cli("--workload", ".*", stdin=text)
+    assert run.returncode == 0, run.stderr
+    upgraded, worker = _docs(run.stdout)
+    assert _inits(upgraded) == ["migrategate-upgrade"]
+    assert run.stdout.startswith("---\n" + UPGRADE)
+    assert _inits(worker) == ["migrategate-wait"]
+    assert "Deployment/app" in run.stderr and "migrategate-upgrade" in run.stderr
+
+
+def test_a_pattern_that_only_finds_an_already_gated_workload_is_not_an_error():
+    run = _cli("--workload", "app", stdin=UPGRADE)
+    assert run.returncode == 0 and run.stdout == UPGRADE
+
+
+@pytest.mark.parametrize("container", [
+    "      - name: migrate\n        image: x\n        command: [migrategate]\n",
+    "      - name: m\n        image: x\n        command: [/usr/local/bin/migrategate, upgrade]\n",
+    "      - name: m\n        image: x\n        command: [python3]\n"
+    "        args: [-m, migrategate, upgrade]\n",
+])
+def test_migrategate_is_recognised_by_its_command_too(container):
+    text = APP + "      initContainers:\n" + container
+    assert inject(text, OPTIONS) == text
