@@ -132,7 +132,7 @@ def _add_inject(sub: Any) -> None:
 
 def _run_inject(args: argparse.Namespace) -> int:
     from .errors import ConfigError
-    from .inject import InjectOptions, inject, parse_env
+    from .inject import InjectOptions, decode, inject, parse_env
     from .log import Writer
 
     try:
@@ -141,7 +141,9 @@ def _run_inject(args: argparse.Namespace) -> int:
             timeout=args.timeout, interval=args.interval, allow_ahead=args.allow_ahead,
             env=parse_env(args.env), python=args.python, mount_path=args.mount_path,
             python_path=args.python_path)
-        output = inject(sys.stdin.read(), options)
+        stdin = getattr(sys.stdin, "buffer", None)  # bytes: UTF-8 whatever the locale says
+        output = inject(decode(stdin.read()) if stdin is not None else sys.stdin.read(),
+                        options, warn=Writer().warn)
     except ConfigError as exc:
         Writer().error(exc.one_line())
         return exc.exit_code
@@ -152,8 +154,14 @@ def _run_inject(args: argparse.Namespace) -> int:
         if args.debug:
             _traceback(writer)
         return 1
-    sys.stdout.write(output)
-    sys.stdout.flush()
+    stdout = getattr(sys.stdout, "buffer", None)
+    if stdout is not None:
+        sys.stdout.flush()
+        stdout.write(output.encode("utf-8"))
+        stdout.flush()
+    else:
+        sys.stdout.write(output)
+        sys.stdout.flush()
     return 0
 
 
