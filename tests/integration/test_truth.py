@@ -166,7 +166,7 @@ def test_mariadb_rerun_waits_for_a_killed_runners_alter_still_running(mariadb_ur
     # the orphaned ALTER committed its DDL but not the version row: a truthful refusal
     assert second.code == 6, second.output
     assert "revision wide (widen) failed" in second.stderr
-    assert "already exists" in second.stderr or "half-applied" in second.stderr
+    assert "already exists" in second.stderr, second.stderr
     assert versions(mariadb_url) == ["big"]
 
 
@@ -322,7 +322,7 @@ def test_missing_privilege_is_its_own_outcome(pg_url, mariadb_url, tmp_path):
         run = migrategate("upgrade", *args_for(url.render_as_string(hide_password=False), mig))
 
         assert run.code == 12, run.output
-        assert "permission denied" in run.stderr.lower() or "denied" in run.stderr
+        assert "permission denied" in run.stderr, run.stderr
         assert "migrategate bug" not in run.output
 
 
