@@ -138,6 +138,9 @@ def test_lock_killed_mid_revision_exits_11_and_commits_nothing_more(backend, req
     if backend == "postgresql":
         assert _scalar(url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
                             "'%pg_sleep(30)%' AND pid <> pg_backend_pid()") == 0
+    else:
+        assert _scalar(url, "SELECT count(*) FROM information_schema.PROCESSLIST WHERE "
+                            "INFO = 'SELECT SLEEP(30)'") == 0
 
 
 # ---------------------------------------------------------------- dead runner, live statement
@@ -179,14 +182,23 @@ def test_a_migrator_that_is_not_migrategate_racing_us_is_named(pg_url, tmp_path)
     mig = write_project(tmp_path, revs)
     runner = spawn("upgrade", *args_for(pg_url, mig))
     wait_until(lambda: versions(pg_url) == ["r001"], what="r001")
-    # e.g. Dify's own 'flask upgrade-db' left enabled: it moves alembic_version itself
-    _execute(pg_url, "SET application_name = 'flask-upgrade-db'",
-             "UPDATE alembic_version SET version_num = 'r002'")
-    out, err = runner.communicate(timeout=60)
+    # e.g. Dify's own 'flask upgrade-db' left enabled: it moves alembic_version itself,
+    # and its session is still connected when the runner finds out
+    engine = _engine(pg_url)
+    with engine.connect() as other:
+        other.execute(sa.text("SET application_name = 'flask-upgrade-db'"))
+        other.execute(sa.text("UPDATE alembic_version SET version_num = 'r002'"))
+        other.commit()
+        pid = other.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        other.commit()
+        out, err = runner.communicate(timeout=60)
+    engine.dispose()
 
     assert runner.returncode == 6, err
     assert "another migrator is running" in err
     assert "alembic_version now holds r002" in err
+    sessions = err.split("other sessions: ", 1)[-1].splitlines()[0]
+    assert f"pid {pid} (flask-upgrade-db)" in sessions, err
     assert "fix env.py" not in err
 
 
