@@ -8,9 +8,10 @@ import sys
 import textwrap
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 ENV_PY = '''
 from alembic import context
@@ -227,3 +228,46 @@ def hold_table(url: str) -> Tuple[threading.Event, threading.Thread, Any]:
     thread.start()
     assert held.wait(30), "the blocker never took its lock"
     return release, thread, session[0]
+
+
+@contextmanager
+def hold_lock(url: str, holder: str = "lock-holder", name: str = "migrategate") -> Iterator[Any]:
+    """Another session holding migrategate's lock ``name`` until the block ends, when
+    the session closes and the lock goes with it: the advisory lock on PostgreSQL
+    (``application_name`` = ``holder``), ``GET_LOCK('<name>:<database>')`` on
+    MySQL/MariaDB, the ``flock`` of ``<database>.migrategate-lock`` on SQLite (whatever
+    ``name``; its text says ``pid <ours> on <holder>``). Yields the holding connection."""
+    import sqlalchemy as sa
+
+    backend = sa.engine.make_url(url).get_backend_name()
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    conn = engine.connect()
+    fd = None
+    try:
+        if backend == "postgresql":
+            from migrategate.lock import pg_lock_key
+
+            conn.execute(sa.text("SELECT set_config('application_name', :a, false)"),
+                         {"a": holder})
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": pg_lock_key(name)})
+        elif backend in ("mysql", "mariadb"):
+            from migrategate.lock import _mysql_lock_name
+
+            lock = _mysql_lock_name(name, sa.engine.make_url(url).database or "")
+            got = conn.execute(sa.text("SELECT GET_LOCK(:n, 0)"), {"n": lock}).scalar()
+            assert got == 1, f"GET_LOCK({lock!r}) returned {got!r}: already held"
+        else:
+            import fcntl
+
+            path = os.path.abspath(str(sa.engine.make_url(url).database)) + ".migrategate-lock"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {holder}".encode())
+        conn.commit()  # the lock is the session's: it outlives the transaction
+        yield conn
+    finally:
+        if fd is not None:
+            os.close(fd)
+        conn.close()
+        engine.dispose()

@@ -1,8 +1,14 @@
 """One error family; each class carries the exit code the CLI returns for it.
 
 The exit code is part of the public contract (README, Helm chart, operators'
-alerting), so it lives on the class and nowhere else. ``cli.main`` is the only
-place that turns these into ``sys.exit``; library users catch the classes.
+alerting). Each class names its code in ``exit_code``, except that
+:class:`Interrupted` sets it per instance (128 + the signal number) and an error
+rebuilt from the migration process's report (``failures.py``) keeps the code the
+child's error had. :data:`EXIT_CODES` below repeats every code with its meaning
+for ``--help`` and the reports' ``meaning``, and ``cli`` returns three codes of its
+own outside this family (1 for an unexpected exception, 2 for argparse's usage
+errors, 130 for a ``KeyboardInterrupt``). ``cli.run`` turns an error into its exit
+code and ``cli.main`` into ``sys.exit``; library users catch the classes.
 """
 
 from __future__ import annotations
@@ -131,7 +137,9 @@ class Interrupted(MigrategateError):
         self.exit_code = 128 + signum
 
 
-#: The documented table (README, docs): code -> (outcome, meaning).
+#: Every exit code -> what it means (the outcome names are on the classes): the
+#: ``--help`` epilog and the ``meaning`` of JSON reports. Kept by hand in step with the
+#: classes above and the README's table.
 EXIT_CODES: Dict[int, str] = {
     0: "verified at target",
     1: "internal error (a bug: please report it with --debug output)",

@@ -68,5 +68,6 @@ class Writer:
             stream.flush()
 
 
-#: The writer commands use unless given one; the CLI replaces it per run.
+#: The writer used where none is passed (library calls, ``SignalGuard.cancel_all``); the
+#: CLI makes its own Writer per run and passes it to the command, this one stays as it is.
 default_writer = Writer()

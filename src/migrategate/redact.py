@@ -2,10 +2,12 @@
 
 A password shows up in far more spellings than the one typed: URL-quoted (both
 ways), the way SQLAlchemy renders it in a URL, with ``%`` doubled (pyformat SQL
-in driver errors, configparser), JSON-escaped, ``repr``-escaped (``--debug``
-parameters), as an SQL literal (``'`` doubled), cut short by PostgreSQL's
-``LINE 1: …`` error context, and, if it spans lines, a line at a time. Each is
-registered once and masked wherever it appears.
+in driver errors, configparser), JSON-escaped, as an SQL literal (``'`` doubled),
+each of those inside a Python string literal of either quote (``repr`` of
+``--debug`` parameters; a ``--debug`` traceback quoting a revision's source line whose
+SQL literal holds it), cut short by PostgreSQL's ``LINE 1: …`` error context, and, if
+it spans lines, a line at a time. Each is registered once and masked wherever it
+appears.
 
 Redaction works on values, not on rendered documents: :func:`redact_value`
 walks a report's dict and masks its string values before ``json.dumps`` — keys
@@ -53,14 +55,24 @@ def spellings(value: str) -> Set[str]:
     """Every way ``value`` can be printed by a driver, SQLAlchemy, JSON, repr or SQL."""
     forms = {value, quote(value, safe=""), quote_plus(value), _sqlalchemy_rendered(value),
              value.replace("'", "''")}
-    forms |= {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1],
-              repr(value)[1:-1], repr(value.encode("utf-8"))[2:-1]}
     forms |= {f.replace("%", "%%") for f in forms}
-    forms |= {json.dumps(f)[1:-1] for f in list(forms)}  # a spelling inside a JSON string
+    # inside a Python string literal, either delimiter: repr, and a --debug traceback
+    # quoting the source line of a revision whose SQL literal holds the secret
+    forms |= {_python_literal(f, mark) for f in list(forms) for mark in "'\""}
+    forms |= {repr(value.encode("utf-8"))[2:-1], json.dumps(value)[1:-1],
+              json.dumps(value, ensure_ascii=False)[1:-1]}
+    forms |= {json.dumps(f, ensure_ascii=ascii)[1:-1]  # a spelling inside a JSON string
+              for f in list(forms) for ascii in (True, False)}
     # A secret spanning lines is shown a line at a time too: PostgreSQL's "LINE 2: ..."
     # context, output read line by line. Each of its lines is a spelling of its own.
     forms |= {line for f in list(forms) for line in f.splitlines() if line != f}
     return {f for f in forms if f.strip()}
+
+
+def _python_literal(value: str, mark: str) -> str:
+    """The inside of a Python string literal delimited by ``mark``; ``repr`` escapes
+    character by character, only its choice of delimiter depends on the whole string."""
+    return "".join("\\" + c if c == mark else repr(c)[1:-1] for c in value)
 
 
 def _sqlalchemy_rendered(value: str) -> str:

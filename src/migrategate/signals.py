@@ -3,10 +3,15 @@
 A Python signal handler only runs between bytecodes, so while the main thread
 sits in libpq waiting for a long ``ALTER TABLE`` it would never run. We also
 register a wakeup fd: the C-level handler writes the signal number there at
-once, and a watcher thread cancels in-flight statements (``cancel()`` on the
-DBAPI connection, or ``KILL QUERY`` on MySQL). The statement then fails in the
-main thread, the transaction unwinds, and the Python handler turns it into
-:class:`Interrupted`.
+once, and a watcher thread runs the registered cancellers. In the parent
+(``supervise.py``) the canceller forwards the signal to the migration process
+(and, if that has not ended after a grace period, ends its database session
+on the server and kills it). In the migration process (``apply._watch_cancel``)
+it is the DBAPI connection's ``cancel()`` where the driver has one (psycopg2,
+psycopg): the statement then fails in the main thread, the transaction unwinds,
+and the Python handler turns it into :class:`Interrupted`. A driver without
+``cancel()`` (PyMySQL) reads the socket from Python, so the handler raises
+there directly, interrupting the read.
 """
 
 from __future__ import annotations

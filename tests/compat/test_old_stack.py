@@ -1,4 +1,4 @@
-"""The oldest stack we promise: Python 3.9 (when the machine has it), SQLAlchemy 1.4, Alembic 1.7.
+"""The oldest stack we promise: Python 3.9, SQLAlchemy 1.4, Alembic 1.7.
 
 App images are often older than ours, so the CLI runs here under a separate interpreter
 with those versions installed (cached under .cache/), and migrategate installed into it from
@@ -23,22 +23,27 @@ from parity import FIXED, check_case
 OLD = ["SQLAlchemy>=1.4,<1.5", "alembic>=1.7,<1.8", "psycopg2-binary", "PyMySQL"]
 
 
-def _python39():
-    """A working Python 3.9 if the machine has one (pyenv shims may exist but not run)."""
+def _python39() -> str:
+    """A working Python 3.9 (pyenv shims may exist but not run); without one the tests
+    fail and say how to get it — they never run on another Python instead."""
     candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.9*/bin/python3.9")))
     candidates.append(shutil.which("python3.9") or "")
+    tried = []
     for candidate in filter(None, candidates):
-        if subprocess.run([candidate, "-c", "pass"], capture_output=True).returncode == 0:
+        proc = subprocess.run([candidate, "-c", "import sys, venv; print(sys.version_info[:2])"],
+                              capture_output=True, text=True)
+        if proc.returncode == 0 and proc.stdout.strip() == "(3, 9)":
             return candidate
-    return None
+        tried.append(f"{candidate}: {(proc.stdout + proc.stderr).strip()[-200:]}")
+    pytest.fail("no working Python 3.9 for the oldest supported stack "
+                f"(tried: {'; '.join(tried) or 'none found'}); install one: "
+                "'pyenv install 3.9' (~/.pyenv/versions/3.9*) or python3.9 on PATH")
 
 
 @pytest.fixture(scope="session")
 def old_python(tmp_path_factory):
-    base = _python39() or sys.executable
-    tag = subprocess.run([base, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                         capture_output=True, text=True, check=True).stdout.strip()
-    venv = REPO / ".cache" / f"compat-py{tag}-sa14"
+    base = _python39()
+    venv = REPO / ".cache" / "compat-py3.9-sa14"
     python = venv / "bin" / "python"
     if not python.exists():
         subprocess.run([base, "-m", "venv", str(venv)], check=True)
@@ -60,10 +65,12 @@ def old(python, *args, **env):
 
 
 def test_the_stack_is_really_old(old_python):
-    out = subprocess.run([old_python, "-c", "import sqlalchemy, alembic; "
-                          "print(sqlalchemy.__version__, alembic.__version__)"],
+    out = subprocess.run([old_python, "-c", "import sys, sqlalchemy, alembic; "
+                          "print('%d.%d' % sys.version_info[:2], sqlalchemy.__version__, "
+                          "alembic.__version__)"],
                          capture_output=True, text=True, check=True).stdout
-    assert out.startswith("1.4.") and " 1.7." in out
+    python, sqlalchemy, alembic = out.split()
+    assert python == "3.9" and sqlalchemy.startswith("1.4.") and alembic.startswith("1.7."), out
 
 
 def test_migrategate_is_the_installed_wheel_not_the_source_tree(old_python):

@@ -15,8 +15,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from factory import (Rev, add_revision, applied_rows, args_for, chain, logged_chain,
-                     migrategate, spawn, tables, versions, write_project)
+from factory import (Rev, add_revision, applied_rows, args_for, chain, hold_lock, logged_chain,
+                     migrategate, spawn, tables, versions, wait_until, write_project)
 
 pytestmark = pytest.mark.slow
 
@@ -77,19 +77,29 @@ def test_kill_9_anywhere_then_rerun_converges_to_the_clean_schema(pg_url, new_pg
     outcomes = []
     for trial in range(20):
         url = new_pg_url()
+        # the kill point, by progress rather than by the clock: after the runner logged k
+        # committed revisions (k = 0: its plan, under the lock), then 0-50 ms further in
+        k = rng.randrange(23)
+        marker = f"[{k}/24]" if k else "revision(s) to apply"
         proc = spawn("upgrade", *args_for(url, mig))
-        time.sleep(rng.uniform(0.3, 2.0))
+        assert proc.stderr is not None
+        for line in proc.stderr:  # ends at EOF at the latest (a hang bound: the run's end)
+            if marker in line:
+                break
+        time.sleep(rng.uniform(0, 0.05))
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        assert proc.wait(timeout=30) == -signal.SIGKILL, (trial, proc.communicate())
         rerun = migrategate("upgrade", *args_for(url, mig, "--lock-timeout", "60"))
         assert rerun.code == 0, (trial, rerun.output)
         assert _schema(url) == expected, trial
         assert versions(url) == ["c024"]
         assert _advisory_locks(url) == 0
-        outcomes.append(rerun.stderr.count("] c0"))
-    reliability("kill -9 at random points in a 24-revision chain, then re-run", 20,
-                f"all re-runs exit 0 with the clean schema; revisions re-applied per trial: "
-                f"{min(outcomes)}–{max(outcomes)}")
+        again = rerun.stderr.count("] c0")
+        assert again <= 24 - k, (trial, k, rerun.stderr)  # what was logged had committed
+        outcomes.append(again)
+    reliability("kill -9 after k (seeded, 0-22) revisions of a 24-revision chain, then re-run",
+                20, f"all re-runs exit 0 with the clean schema; revisions re-applied per trial: "
+                f"{min(outcomes)}–{max(outcomes)}, never more than 24 - k")
 
 
 def _backend_pid(url, app_prefix="migrategate:", wait_for="pg_sleep"):
@@ -132,6 +142,27 @@ def test_connection_cut_mid_migration_never_exits_0_and_leaves_nothing(pg_url, t
                 f"exit {proc.returncode}, interrupted revision absent, re-run exit 0")
 
 
+def _running(url, sql):
+    """Whether another session is executing ``sql`` now (read outside a transaction:
+    pg_stat_activity is a per-transaction snapshot)."""
+    engine = _engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if url.startswith("postgresql"):
+                query = ("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                         "AND query = :q AND pid <> pg_backend_pid()")
+            else:
+                query = ("SELECT count(*) FROM information_schema.PROCESSLIST WHERE INFO = :q "
+                         "AND ID <> CONNECTION_ID()")
+            return conn.execute(sa.text(query), {"q": sql}).scalar() > 0
+    finally:
+        engine.dispose()
+
+
+def _line_with(text, line):
+    return line if text in line else None
+
+
 def test_sigterm_during_long_revision_rolls_back_and_exits_143(db_url, tmp_path, reliability):
     sleep_sql = {"postgresql": "SELECT pg_sleep(30)", "mysql": "SELECT SLEEP(30)",
                  "sqlite": None}[db_url.split(":")[0].split("+")[0]]
@@ -145,11 +176,11 @@ def test_sigterm_during_long_revision_rolls_back_and_exits_143(db_url, tmp_path,
                 f'op.execute("{sleep_sql}")')
     mig = write_project(tmp_path, chain(1) + [Rev("slow", "r001", body, "slow")])
     proc = spawn("upgrade", *args_for(db_url, mig))
-    deadline = time.monotonic() + 60
-    while not started.exists():
-        assert time.monotonic() < deadline and proc.poll() is None, "the revision never started"
-        time.sleep(0.05)
-    time.sleep(0.3)  # from the marker into the sleeping statement
+    wait_until(lambda: started.exists() or proc.poll() is not None, 60,
+               what="the revision to start")
+    assert proc.poll() is None, proc.communicate()
+    if sleep_sql is not None:  # from the marker into the sleeping statement, on the server
+        wait_until(lambda: _running(db_url, sleep_sql), what=f"{sleep_sql} to run")
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
@@ -176,24 +207,19 @@ def test_sigterm_during_long_revision_rolls_back_and_exits_143(db_url, tmp_path,
 
 def test_stuck_holder_blocks_until_timeout_and_runner_proceeds_when_it_dies(pg_url, tmp_path,
                                                                              reliability):
-    from migrategate.lock import pg_lock_key
-
     mig = write_project(tmp_path, chain(2))
-    engine = _engine(pg_url)
-    holder = engine.connect()
-    holder.execute(sa.text("SET application_name = 'stuck-job-7c9f'"))
-    holder.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": pg_lock_key("migrategate")})
-    holder.commit()
+    with hold_lock(pg_url, "stuck-job-7c9f"):
+        timed_out = migrategate("upgrade", *args_for(pg_url, mig, "--lock-timeout", "1"))
+        assert timed_out.code == 5
+        assert "stuck-job-7c9f" in timed_out.stderr
 
-    timed_out = migrategate("upgrade", *args_for(pg_url, mig, "--lock-timeout", "1"))
-    assert timed_out.code == 5
-    assert "stuck-job-7c9f" in timed_out.stderr
-
-    waiting = spawn("upgrade", *args_for(pg_url, mig, "--lock-timeout", "60"))
-    time.sleep(2)
-    assert waiting.poll() is None
-    holder.close()  # the holder dies: its session lock goes with it
-    engine.dispose()
+        waiting = spawn("upgrade", *args_for(pg_url, mig, "--lock-timeout", "60"))
+        assert waiting.stderr is not None
+        wait_until(lambda: 'waiting for lock "migrategate"' in waiting.stderr.readline(),
+                   what="the runner to queue for the lock")
+        assert waiting.poll() is None
+        assert versions(pg_url) == []
+    # the holder dies: its session lock goes with it
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
     assert versions(pg_url) == ["r002"]
@@ -256,12 +282,16 @@ def test_database_that_starts_late_is_waited_for(late_postgres, tmp_path, reliab
     url, start_server = late_postgres
     mig = write_project(tmp_path, chain(2))
     proc = spawn("upgrade", *args_for(url, mig, "--connect-timeout", "60"))
-    time.sleep(5)
+    assert proc.stderr is not None
+    first = wait_until(lambda: _line_with("waiting for database", proc.stderr.readline()),
+                       what="the runner to retry the absent server")
     start_server()
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err
-    assert "waiting for database" in err
-    reliability("database starts 5 s after the runner", 1, "runner retries, then exit 0")
+    assert "connection refused" in first.lower(), first  # the driver's reason is logged
+    assert versions(url) == ["r002"]
+    reliability("database starts after the runner logged 'waiting for database'", 1,
+                "runner retries, then exit 0")
 
 
 def test_32_runners_and_32_gates_on_one_postgres(pg_url, tmp_path, reliability):

@@ -68,3 +68,14 @@ def test_each_line_of_a_multi_line_secret_is_a_spelling():
     """PostgreSQL's "LINE 2: ..." context shows one line of the statement."""
     redact.register_secret("first-half\nsecond-half")
     assert redact.redact("LINE 2: second-half' AS a") == "LINE 2: ***' AS a"
+
+
+def test_a_sql_literal_quoted_in_python_source_is_masked():
+    # --debug prints a failing revision's source line; its SQL holds the password as an
+    # SQL literal ('' doubled) inside a Python literal (' escaped) — found by
+    # tests/integration/test_secret_spellings.py with the password 0'"
+    secret = "0'\"-longer"
+    redact.register_secret(secret)
+    source = "    op.execute(sa.text(%r))" % f"SELECT '{secret.replace(chr(39), chr(39) * 2)}' AS a"
+    assert "\\'\\'" in source  # the literal's quotes, escaped by the Python literal
+    assert redact.redact(source) == "    op.execute(sa.text('SELECT \\'***\\' AS a'))"

@@ -15,7 +15,10 @@ KNOWN = ("dify",)
 
 
 def load_preset(name: str) -> Any:
-    """The preset module; it exposes ``defaults(env) -> {setting: (value, source)}``."""
+    """The preset module; it exposes ``defaults(env, given) -> {setting: (value, source)}``,
+    where ``given`` holds what flags and ``MIGRATEGATE_*`` env already set (a preset adapts
+    to it: e.g. no database URL of its own when one was given, migrations under
+    ``--app-root``)."""
     if name not in KNOWN:
         raise ConfigError(f"unknown preset {name!r}", f"known presets: {', '.join(KNOWN)}")
     return importlib.import_module(f"{__name__}.{name}")
