@@ -271,3 +271,61 @@ def hold_lock(url: str, holder: str = "lock-holder", name: str = "migrategate") 
             os.close(fd)
         conn.close()
         engine.dispose()
+
+
+def execute(url: str, *statements: str) -> None:
+    """Run statements in autocommit (CREATE DATABASE/ROLE, GRANTs, schema set-up)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            for statement in statements:
+                conn.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+
+def scalar(url: str, statement: str) -> Any:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(statement)).scalar()
+    finally:
+        engine.dispose()
+
+
+class SilentListener:
+    """Accepts TCP connections on a free loopback port and never says a word (a hung
+    server, a black-holing proxy)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port: int = self.sock.getsockname()[1]
+        self.conns: List[Any] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def heard_from(self) -> bool:
+        """Whether a client has sent bytes that nobody will ever answer."""
+        import select
+
+        return any(select.select([c], [], [], 0)[0] for c in list(self.conns))
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()

@@ -425,35 +425,26 @@ def _check_workload(workload: Dict[str, Any], label: str) -> None:
         return refuse(f"{where}.containers", f"is {_kind_of(containers)}, not a list of "
                       "containers")
     for key in ("containers", "initContainers", "volumes"):
-        items = pod.get(key)
-        if items is None:
-            continue
-        if not isinstance(items, list):
-            return refuse(f"{where}.{key}", f"is {_kind_of(items)}, not a list")
-        for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                return refuse(f"{where}.{key}[{i}]", f"is {_kind_of(item)}, not a mapping")
+        bad = _not_mappings(f"{where}.{key}", pod.get(key))
+        if bad:
+            return refuse(*bad)
     app = containers[0]
     where += ".containers[0]"
     if not isinstance(app.get("image"), str) or not app["image"].strip():
         return refuse(f"{where}.image", "is missing (the gate runs in the first container's "
                       "image)")
     for key in ("env", "envFrom"):
-        items = app.get(key)
-        if items is None:
-            continue
-        if not isinstance(items, list):
-            return refuse(f"{where}.{key}", f"is {_kind_of(items)}, not a list")
-        for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                return refuse(f"{where}.{key}[{i}]", f"is {_kind_of(item)}, not a mapping")
-            if key == "env" and not isinstance(item.get("name"), str):
-                return refuse(f"{where}.env[{i}].name", f"is {_kind_of(item.get('name'))}, "
-                              "not a string")
-            if key == "env" and item["name"] == "PYTHONPATH" and \
-                    not isinstance(item.get("value"), (str, type(None))):
-                return refuse(f"{where}.env[{i}] (PYTHONPATH).value",
-                              f"is {_kind_of(item['value'])}, not a string")
+        bad = _not_mappings(f"{where}.{key}", app.get(key))
+        if bad:
+            return refuse(*bad)
+    for i, item in enumerate(app.get("env") or ()):
+        if not isinstance(item.get("name"), str):
+            return refuse(f"{where}.env[{i}].name", f"is {_kind_of(item.get('name'))}, "
+                          "not a string")
+        if item["name"] == "PYTHONPATH" and \
+                not isinstance(item.get("value"), (str, type(None))):
+            return refuse(f"{where}.env[{i}] (PYTHONPATH).value",
+                          f"is {_kind_of(item['value'])}, not a string")
     for key in ("securityContext",):
         if app.get(key) is not None and not isinstance(app[key], dict):
             return refuse(f"{where}.{key}", f"is {_kind_of(app[key])}, not a mapping")
@@ -480,6 +471,18 @@ def _migrategate_container(pod: Dict[str, Any]) -> Optional[str]:
                 for a, b in zip(tokens, tokens[1:]))
             if runs:
                 return f"{key[:-1]} {name!r}" if isinstance(name, str) else key[:-1]
+    return None
+
+
+def _not_mappings(where: str, items: Any) -> Optional[Tuple[str, str]]:
+    """(where, what is wrong) when ``items`` is present but not a list of mappings."""
+    if items is None:
+        return None
+    if not isinstance(items, list):
+        return where, f"is {_kind_of(items)}, not a list"
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            return f"{where}[{i}]", f"is {_kind_of(item)}, not a mapping"
     return None
 
 

@@ -14,8 +14,8 @@ import subprocess
 import pytest
 import sqlalchemy as sa
 
-from factory import (Rev, args_for, chain, migrategate, spawn, tables, versions, wait_until,
-                     write_project)
+from factory import (Rev, args_for, chain, migrategate, scalar, spawn, tables, versions,
+                     wait_until, write_project)
 
 pytestmark = pytest.mark.slow
 
@@ -30,15 +30,6 @@ def _computed(header: str, upgrade: str = "pass") -> Rev:
         f"{header}\n{COMPUTED}\ndown_revision = 'r001'\nbranch_labels = None\n"
         "depends_on = None\n\n\ndef upgrade():\n"
         f"    {upgrade}\n\n\ndef downgrade():\n    pass\n"))
-
-
-def _scalar(url, statement):
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text(statement)).scalar()
-    finally:
-        engine.dispose()
 
 
 # ---------------------------------------------------------------- 1. no app code in the parent
@@ -151,7 +142,7 @@ def test_a_revision_that_committed_itself_then_failed_is_never_called_rolled_bac
     assert "nothing of it is applied" not in run.stderr
     assert "ended its own transaction (COMMIT)" in run.stderr
     assert "half-applied" in run.stderr
-    assert _scalar(pg_url, "SELECT count(*) FROM kept") == 1
+    assert scalar(pg_url, "SELECT count(*) FROM kept") == 1
     assert [a["revision"] for a in json.loads(run.stdout)["applied"]] == ["r001"]
 
 
@@ -182,7 +173,7 @@ def test_a_revision_that_swallowed_sigterm_and_committed_is_reported_committed(p
 
 def _mysql_lock_holder(url):
     database = sa.engine.make_url(url).database
-    return _scalar(url, f"SELECT IS_USED_LOCK('migrategate:{database}')")
+    return scalar(url, f"SELECT IS_USED_LOCK('migrategate:{database}')")
 
 
 def test_mariadb_lock_lost_after_a_ddl_names_what_stays_in_mysql_words(mariadb_url, tmp_path):

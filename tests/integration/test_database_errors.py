@@ -10,29 +10,17 @@ timeout used up would be exit 10, so the exact code asserts that too.
 
 from __future__ import annotations
 
-import socket
-import threading
 import uuid
 
 import pytest
 import sqlalchemy as sa
 
-from factory import args_for, chain, migrategate, write_project
+from factory import SilentListener, args_for, chain, execute, migrategate, write_project
 
 pytestmark = pytest.mark.slow
 
 COMMANDS = ("verify", "status", "doctor", "wait", "upgrade")
 PASSWORD = "np-Pass-9"
-
-
-def _execute(url, *statements):
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            for statement in statements:
-                conn.execute(sa.text(statement))
-    finally:
-        engine.dispose()
 
 
 def _as(url, user, password, database=None):
@@ -43,7 +31,7 @@ def _as(url, user, password, database=None):
 
 def _version_table(url):
     """An existing alembic_version at r001, created by the suite's admin user."""
-    _execute(url, "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)",
+    execute(url, "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)",
              "INSERT INTO alembic_version VALUES ('r001')")
 
 
@@ -51,7 +39,7 @@ def _pg_no_select(url):
     role = f"mg_np_{uuid.uuid4().hex[:8]}"
     database = sa.engine.make_url(url).database
     _version_table(url)
-    _execute(url, f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'",
+    execute(url, f"CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'",
              f'GRANT CONNECT ON DATABASE "{database}" TO {role}')
     return _as(url, role, PASSWORD)
 
@@ -59,7 +47,7 @@ def _pg_no_select(url):
 def _mariadb_user(url, *grants):
     user = f"mg_np_{uuid.uuid4().hex[:8]}"
     _version_table(url)
-    _execute(url, f"CREATE USER '{user}'@'%' IDENTIFIED BY '{PASSWORD}'",
+    execute(url, f"CREATE USER '{user}'@'%' IDENTIFIED BY '{PASSWORD}'",
              *(g.format(user=f"'{user}'@'%'") for g in grants))
     return _as(url, user, PASSWORD)
 
@@ -70,32 +58,8 @@ def _mariadb_usage_only(url):
 
 def _mariadb_other_table(url):
     database = sa.engine.make_url(url).database
-    _execute(url, "CREATE TABLE other (id INT)")
+    execute(url, "CREATE TABLE other (id INT)")
     return _mariadb_user(url, f"GRANT SELECT ON `{database}`.other TO {{user}}")
-
-
-class _SilentListener:
-    """Accepts TCP connections on 127.0.0.1 and never says a word."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                self.conns.append(self.sock.accept()[0])
-            except OSError:
-                return
-
-    def close(self):
-        self.sock.close()
-        for conn in self.conns:
-            conn.close()
 
 
 #: scenario -> (backend fixture, how its URL is made, exit code, key phrase)
@@ -130,7 +94,7 @@ def test_a_database_error_is_its_own_exit_code_on_every_command(scenario, comman
     mig = write_project(tmp_path, chain(1))
     listener = None
     if make_url is None:
-        listener = _SilentListener()
+        listener = SilentListener()
         url = f"{backend}://u:p@127.0.0.1:{listener.port}/db"
         extra = ["--connect-timeout", "3"]
     else:

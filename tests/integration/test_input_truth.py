@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import socket
 import string
 import subprocess
 import threading
@@ -18,8 +17,8 @@ import threading
 import pytest
 import sqlalchemy as sa
 
-from factory import (Rev, args_for, bare_url, chain, migrategate, spawn, table_rev, wait_until,
-                     write_project)
+from factory import (Rev, SilentListener, args_for, bare_url, chain, migrategate, spawn,
+                     table_rev, wait_until, write_project)
 
 
 def _role(pg_url: str, password: str) -> str:
@@ -157,35 +156,11 @@ def test_a_revision_id_alembic_reserves_is_a_config_error_naming_its_file(pg_url
 
 # --------------------------------------------------------------------------- signals
 
-class _SilentListener:
-    """Accepts TCP connections on a free loopback port and never says a word."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                self.conns.append(self.sock.accept()[0])
-            except OSError:
-                return
-
-    def close(self):
-        self.sock.close()
-        for conn in self.conns:
-            conn.close()
-
-
 @pytest.mark.parametrize("command,sig", [("verify", signal.SIGTERM), ("status", signal.SIGTERM),
                                          ("verify", signal.SIGINT), ("doctor", signal.SIGTERM)])
 def test_a_signal_while_connecting_is_its_exit_code_and_one_json_document(tmp_path, command,
                                                                           sig):
-    listener = _SilentListener()
+    listener = SilentListener()
     mig = write_project(tmp_path, chain(1))
     term = tmp_path / "termination-log"
     url = f"postgresql+psycopg2://u:p@127.0.0.1:{listener.port}/db"

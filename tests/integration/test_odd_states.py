@@ -7,9 +7,8 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-import sqlalchemy as sa
 
-from factory import args_for, chain, migrategate, write_project
+from factory import args_for, chain, execute, migrategate, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -63,19 +62,9 @@ def test_a_sqlite_database_locked_by_a_writer_is_busy_not_a_bug(command, tmp_pat
     assert "internal error" not in run.output
 
 
-def _execute(url, *statements):
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.begin() as conn:
-            for statement in statements:
-                conn.execute(sa.text(statement))
-    finally:
-        engine.dispose()
-
-
 def test_doctor_finds_a_version_table_in_another_schema_and_advises_no_drop(pg_url, tmp_path):
     mig = write_project(tmp_path, chain(2))
-    _execute(pg_url, "CREATE SCHEMA audit")
+    execute(pg_url, "CREATE SCHEMA audit")
     assert migrategate("upgrade", *args_for(pg_url, mig, "--version-table-schema",
                                             "audit")).code == 0
 
@@ -91,7 +80,7 @@ def test_doctor_finds_a_version_table_in_another_schema_and_advises_no_drop(pg_u
 def test_doctor_and_verify_agree_on_a_version_table_with_two_rows(pg_url, tmp_path):
     mig = write_project(tmp_path, chain(2))
     assert migrategate("upgrade", *args_for(pg_url, mig)).code == 0
-    _execute(pg_url, "INSERT INTO alembic_version VALUES ('r001')")
+    execute(pg_url, "INSERT INTO alembic_version VALUES ('r001')")
 
     verify = migrategate("verify", *args_for(pg_url, mig))
     doctor = migrategate("doctor", *args_for(pg_url, mig))
@@ -103,7 +92,7 @@ def test_doctor_and_verify_agree_on_a_version_table_with_two_rows(pg_url, tmp_pa
 
 def test_expect_table_names_a_dotted_table_when_quoted(pg_url, tmp_path):
     mig = write_project(tmp_path, chain(1))
-    _execute(pg_url, 'CREATE SCHEMA "my.schema"', 'CREATE TABLE "my.schema"."a.b" (id int)')
+    execute(pg_url, 'CREATE SCHEMA "my.schema"', 'CREATE TABLE "my.schema"."a.b" (id int)')
     assert migrategate("upgrade", *args_for(pg_url, mig)).code == 0
 
     found = migrategate("verify", *args_for(pg_url, mig, "--expect-table",

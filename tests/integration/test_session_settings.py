@@ -9,8 +9,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from factory import (Rev, add_revision, args_for, chain, hold_table, migrategate, versions,
-                     write_project)
+from factory import (Rev, add_revision, args_for, chain, execute, hold_table, migrategate,
+                     versions, write_project)
 
 pytestmark = pytest.mark.slow
 
@@ -30,21 +30,11 @@ with engine.connect() as connection:
 '''
 
 
-def _execute(url, *statements):
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            for statement in statements:
-                conn.execute(sa.text(statement))
-    finally:
-        engine.dispose()
-
-
 def test_env_py_with_its_own_time_zone_is_not_a_lost_lock(pg_url, tmp_path, reliability):
     """The fence compares the lock session's backend_start from env.py's session: as text it
     would be rendered in two different time zones and never match (a false exit 11)."""
     name = sa.engine.make_url(pg_url).database
-    _execute(pg_url, f"ALTER DATABASE \"{name}\" SET timezone = 'America/New_York'")
+    execute(pg_url, f"ALTER DATABASE \"{name}\" SET timezone = 'America/New_York'")
     mig = write_project(tmp_path, chain(2))
     (mig / "env.py").write_text(ENV_UTC)
 

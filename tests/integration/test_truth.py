@@ -7,18 +7,15 @@ Every scenario runs the real CLI against the suite's real PostgreSQL / MariaDB.
 from __future__ import annotations
 
 import json
-import select
 import signal
-import socket
 import subprocess
-import threading
 import time
 
 import pytest
 import sqlalchemy as sa
 
-from factory import (Rev, args_for, chain, hold_lock, migrategate, spawn, tables, versions,
-                     wait_until, write_project)
+from factory import (Rev, SilentListener, args_for, chain, hold_lock, migrategate, scalar,
+                     spawn, tables, versions, wait_until, write_project)
 
 pytestmark = pytest.mark.slow
 
@@ -34,15 +31,6 @@ def _execute(url, *statements):
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             return [conn.execute(sa.text(s)).fetchall() if s.lstrip().upper().startswith(
                 ("SELECT", "SHOW")) else conn.execute(sa.text(s)) and None for s in statements]
-    finally:
-        engine.dispose()
-
-
-def _scalar(url, statement):
-    engine = _engine(url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.text(statement)).scalar()
     finally:
         engine.dispose()
 
@@ -75,13 +63,13 @@ def test_pg_idle_session_timeout_does_not_free_the_lock(pg_url, tmp_path):
     results = _two_runners(pg_url, mig)
 
     assert [code for code, _ in results] == [0, 0], results
-    assert _scalar(pg_url, "SELECT bal FROM acct") == 500  # multiplied exactly once
+    assert scalar(pg_url, "SELECT bal FROM acct") == 500  # multiplied exactly once
     assert versions(pg_url) == ["x100"]
 
 
 def test_mariadb_wait_timeout_does_not_free_the_lock(mariadb_url, tmp_path):
     mig = write_project(tmp_path, _balance_revisions("SELECT SLEEP(4)"))
-    before = _scalar(mariadb_url, "SELECT @@GLOBAL.wait_timeout")
+    before = scalar(mariadb_url, "SELECT @@GLOBAL.wait_timeout")
     _execute(mariadb_url, "SET GLOBAL wait_timeout = 2")
     try:
         results = _two_runners(mariadb_url, mig)
@@ -89,7 +77,7 @@ def test_mariadb_wait_timeout_does_not_free_the_lock(mariadb_url, tmp_path):
         _execute(mariadb_url, f"SET GLOBAL wait_timeout = {int(before)}")
 
     assert [code for code, _ in results] == [0, 0], results
-    assert _scalar(mariadb_url, "SELECT bal FROM acct") == 500
+    assert scalar(mariadb_url, "SELECT bal FROM acct") == 500
     assert versions(mariadb_url) == ["x100"]
 
 
@@ -107,7 +95,7 @@ def _pg_lock_holder(url):
 
 def _mysql_lock_holder(url):
     database = sa.engine.make_url(url).database
-    return _scalar(url, f"SELECT IS_USED_LOCK('migrategate:{database}')")
+    return scalar(url, f"SELECT IS_USED_LOCK('migrategate:{database}')")
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
@@ -133,13 +121,13 @@ def test_lock_killed_mid_revision_exits_11_and_commits_nothing_more(backend, req
     assert [a["revision"] for a in report["applied"]] == ["acct"]
     assert "lock was lost during revision x100" in err
     assert versions(url) == ["acct"]
-    assert _scalar(url, "SELECT bal FROM acct") == 5  # the UPDATE never ran
+    assert scalar(url, "SELECT bal FROM acct") == 5  # the UPDATE never ran
     # and nothing of the stopped run keeps executing on the server
     if backend == "postgresql":
-        assert _scalar(url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+        assert scalar(url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
                             "'%pg_sleep(30)%' AND pid <> pg_backend_pid()") == 0
     else:
-        assert _scalar(url, "SELECT count(*) FROM information_schema.PROCESSLIST WHERE "
+        assert scalar(url, "SELECT count(*) FROM information_schema.PROCESSLIST WHERE "
                             "INFO = 'SELECT SLEEP(30)'") == 0
 
 
@@ -156,7 +144,7 @@ def test_mariadb_rerun_waits_for_a_killed_runners_alter_still_running(mariadb_ur
                                'ALGORITHM=COPY")', "widen")]
     mig = write_project(tmp_path, revs)
     first = spawn("upgrade", *args_for(mariadb_url, mig))
-    wait_until(lambda: _scalar(mariadb_url, "SELECT count(*) FROM information_schema.PROCESSLIST "
+    wait_until(lambda: scalar(mariadb_url, "SELECT count(*) FROM information_schema.PROCESSLIST "
                                            "WHERE INFO LIKE 'ALTER TABLE big%'"),
               what="the ALTER to start")
     first.kill()  # SIGKILL: no cleanup of any kind
@@ -371,38 +359,8 @@ def test_connect_errors_without_sqlstate_are_never_unreachable_when_the_server_a
         == dberrors.MISSING_DATABASE
 
 
-class _SilentListener:
-    """Accepts TCP connections and never says a word (a hung server, a black-holing proxy)."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.conns = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-
-    def heard_from(self):
-        """Whether a client has sent bytes that nobody will ever answer."""
-        return any(select.select([c], [], [], 0)[0] for c in list(self.conns))
-
-    def close(self):
-        self.sock.close()
-        for c in self.conns:
-            c.close()
-
-
 def test_mysql_connect_timeout_holds_against_a_silent_listener(tmp_path):
-    listener = _SilentListener()
+    listener = SilentListener()
     mig = write_project(tmp_path, chain(1))
     try:
         url = f"mysql+pymysql://u:p@127.0.0.1:{listener.port}/db"
@@ -418,7 +376,7 @@ def test_mysql_connect_timeout_holds_against_a_silent_listener(tmp_path):
 
 @pytest.mark.parametrize("scheme", ["postgresql+psycopg2", "mysql+pymysql"])
 def test_sigterm_ends_wait_at_once_while_the_server_is_silent(scheme, tmp_path):
-    listener = _SilentListener()
+    listener = SilentListener()
     mig = write_project(tmp_path, chain(1))
     try:
         proc = spawn("wait", *args_for(f"{scheme}://u:p@127.0.0.1:{listener.port}/db", mig),
