@@ -37,11 +37,6 @@ from .errors import (  # noqa: F401  (re-exported)
 )
 
 
-# The submodule first: its first import would otherwise set the package's attribute
-# ``doctor`` to the module, over the function below (the second migrategate.doctor() call
-# then failed: 'module' object is not callable). It loads no SQLAlchemy.
-from . import doctor as _doctor_module  # noqa: E402,F401
-
 Seconds = Optional[float]
 Text = Optional[str]
 Tables = Optional[Sequence[str]]

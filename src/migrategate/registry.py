@@ -46,16 +46,28 @@ def _status(settings: "Settings", writer: "Writer", env: Env, debug: bool) -> "R
     return commands.status(settings, writer)
 
 
-def _doctor(settings: "Settings", writer: "Writer", env: Env, debug: bool) -> "Result":
+def _doctor_function() -> Callable[..., "Result"]:
+    """``migrategate.doctor.doctor``, imported on first use without letting the submodule
+    replace the package's public ``migrategate.doctor()`` function (importing a submodule
+    sets the package attribute of its name). Not imported eagerly: it costs every process,
+    each ``wait`` gate included, tens of milliseconds."""
+    import sys
+
+    package = sys.modules[__package__ or "migrategate"]
+    public = getattr(package, "doctor", None)
     from .doctor import doctor
 
-    return doctor(settings, writer, env=env)
+    if callable(public) and public is not doctor:
+        package.doctor = public  # type: ignore[attr-defined]
+    return doctor
+
+
+def _doctor(settings: "Settings", writer: "Writer", env: Env, debug: bool) -> "Result":
+    return _doctor_function()(settings, writer, env=env)
 
 
 def _doctor_config_error(exc: ConfigError, writer: "Writer", env: Env) -> None:
-    from .doctor import doctor
-
-    doctor(None, writer, config_error=exc, env=env)  # the config check, then raises
+    _doctor_function()(None, writer, config_error=exc, env=env)  # the config check, then raises
 
 
 @dataclass(frozen=True)
