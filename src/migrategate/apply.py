@@ -26,7 +26,15 @@ import traceback
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Tuple
 
 from . import deadline
-from .dberrors import UNREACHABLE, category, code_of, describe, is_database_error, sqlstate
+from .dberrors import (
+    LOCK_TIMEOUT,
+    UNREACHABLE,
+    category,
+    code_of,
+    describe,
+    is_database_error,
+    sqlstate,
+)
 from .dialect import DDL_WORDS, dialect_for, first_word as _first_word
 from .dialect import of as dialect_of
 from .errors import MigrategateError
@@ -69,7 +77,7 @@ class _Steps:
         self.connection: Optional["Connection"] = None
         self.current: Optional[str] = None
         self.started = 0.0
-        self.finished: List[str] = []  # ran, not yet known to be committed
+        self.uncommitted: List[str] = []  # ran to their end, COMMIT not yet seen
         self.partial: List[str] = []  # statements committed by autocommit blocks
         self.last_statement = ""
         # which revision the connection's transaction began in, and how many statements
@@ -98,17 +106,17 @@ class _Steps:
         """Alembic's on_version_apply: inside the revision's transaction, before COMMIT."""
         self.fence.before_commit(ctx.connection)
         rev = step.up_revision_id
-        self.finished.append(rev)
+        self.uncommitted.append(rev)
         self.sink(Ran(rev, round(time.monotonic() - self.started, 3)))
         self.current = None  # what runs next (COMMIT, the version row) is no longer its code
 
     def settle(self) -> None:
         """Report the finished steps as committed once the connection left its transaction."""
         conn = self.connection
-        if not self.finished or conn is None or conn.in_transaction():
+        if not self.uncommitted or conn is None or conn.in_transaction():
             return
-        self.sink(Committed(tuple(self.finished)))
-        self.finished = []
+        self.sink(Committed(tuple(self.uncommitted)))
+        self.uncommitted = []
 
     def executing(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         """Every statement: remember it, and notice a transaction ended behind our back.
@@ -223,8 +231,8 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
     with _autocommit_blocks(steps), env:
         script.run_env()
     steps.settle()
-    if steps.finished:  # env.py holds an outer transaction: committed when it returned
-        sink(Committed(tuple(steps.finished)))
+    if steps.uncommitted:  # env.py holds an outer transaction: committed when it returned
+        sink(Committed(tuple(steps.uncommitted)))
 
 
 SAVEPOINT = "migrategate_lock_retry"
@@ -305,6 +313,32 @@ def set_wait_timeout(connection: Any, steps: _Steps, seconds: float) -> None:
         steps.wait_timeout = value
 
 
+def retry_decision(kind: str, attempt: int, retries: int, *, transactional: bool,
+                   committed_outside: bool, ended: bool, first_write: str,
+                   statement: str) -> Tuple[bool, str, str]:
+    """Retry a revision whose statement failed with ``kind``? (retry, why not, statement).
+
+    Never once anything of the revision may have committed: an autocommit block, its own
+    transaction end, or — where DDL commits itself — a statement that changed something
+    before the one that timed out. Where DDL commits itself, only a DDL statement that
+    timed out on its metadata lock is retried (its implicit commit ran before it waited)."""
+    if kind != LOCK_TIMEOUT or committed_outside:
+        return False, "", ""
+    if attempt > retries:
+        if not transactional and not first_write and _first_word(statement) in DDL_WORDS:
+            return False, "spent", ""  # and it had changed nothing: the message says so
+        return False, "", ""
+    if ended:  # the revision ended a transaction itself: part of it stays
+        return False, "ended", ""
+    if transactional:
+        return True, "", ""
+    if first_write:
+        return False, "committed", first_write
+    if _first_word(statement) not in DDL_WORDS:
+        return False, "not-ddl", statement
+    return True, "", ""
+
+
 def _with_lock_retries(migration_fn: Callable[..., Any], steps: _Steps, settings: Settings,
                        context: Any, guard: SignalGuard) -> Callable[..., Any]:
     """Retry a revision whose statement waited too long for a table lock.
@@ -347,25 +381,13 @@ def _with_lock_retries(migration_fn: Callable[..., Any], steps: _Steps, settings
         return lambda: conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
 
     def retryable(exc: BaseException, attempt: int, ends: int) -> bool:
-        if category(exc) != "lock-timeout" or steps.partial:
-            return False
-        if attempt > retries:
-            if (autocommitting and not steps.first_write
-                    and _first_word(steps.last_statement) in DDL_WORDS):
-                steps.not_retried("spent", "")  # and it had changed nothing: say so
-            return False
-        if steps.ends != ends:  # the revision ended a transaction itself: part of it stays
-            steps.not_retried("ended", "")
-            return False
-        if not autocommitting:
-            return True
-        if steps.first_write:
-            steps.not_retried("committed", steps.first_write)
-            return False
-        if _first_word(steps.last_statement) not in DDL_WORDS:
-            steps.not_retried("not-ddl", steps.last_statement)
-            return False
-        return True
+        retry, why, statement = retry_decision(
+            category(exc), attempt, retries, transactional=not autocommitting,
+            committed_outside=bool(steps.partial), ended=steps.ends != ends,
+            first_write=steps.first_write, statement=steps.last_statement)
+        if why:
+            steps.not_retried(why, statement)
+        return retry
 
     def run(**kw: Any) -> None:
         conn = context.connection

@@ -146,15 +146,15 @@ def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Conn
              graph: Graph, lock: MigrationLock, result: Result, debug: bool) -> Plan:
     """Under the lock: re-plan, run the migration process, reconcile with the database."""
     lock.keep_alive()  # the session idles between polls and while the child migrates
-    waited = acquire(lock, settings.lock_timeout, writer,
-                     done=lambda: _plan(settings, conn, graph).up_to_date)
-    if waited is None:
+    acquired = acquire(lock, settings.lock_timeout, writer,
+                       done=lambda: _plan(settings, conn, graph).up_to_date)
+    if not acquired.taken:
         writer.info("another runner brought the database to the target meanwhile")
         plan = _plan(settings, conn, graph)
         _report_plan(plan, graph, writer, result)
         return plan
     assert result.lock is not None
-    result.lock.update(taken=True, waited_seconds=round(waited, 3))
+    result.lock.update(taken=True, waited_seconds=round(acquired.waited, 3))
     run = None
     try:
         proxy = lock.check_session()

@@ -13,6 +13,7 @@ import hashlib
 import os
 import socket
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from .errors import ConfigError, LockTimeout
@@ -355,6 +356,14 @@ def lock_for(conn: "Connection", name: str) -> MigrationLock:
     return of(conn).lock(conn, name)
 
 
+@dataclass(frozen=True)
+class Acquisition:
+    """How waiting for the lock ended (a timeout raises :class:`LockTimeout`)."""
+
+    taken: bool  # False: another runner brought the database to the target meanwhile
+    waited: float
+
+
 def acquire(
     lock: MigrationLock,
     timeout: float,
@@ -362,18 +371,18 @@ def acquire(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     done: Optional[Callable[[], bool]] = None,
-) -> Optional[float]:
-    """Poll ``try_acquire`` with backoff + jitter (25 ms → 1 s); return seconds waited.
+) -> Acquisition:
+    """Poll ``try_acquire`` with backoff + jitter (25 ms → 1 s).
 
     ``done`` is asked between polls: when it turns true (another runner finished
-    the work) we stop waiting and return None without the lock.
+    the work) we stop waiting, without the lock.
     """
     backoff = Backoff(timeout, first=0.025, cap=1.0, log_every=15, sleep=sleep, clock=clock)
     while True:
         if lock.try_acquire():
-            return backoff.waited
+            return Acquisition(True, backoff.waited)
         if done is not None and done():
-            return None
+            return Acquisition(False, backoff.waited)
         if backoff.expired:
             who = lock.holder() or "a session that has just released it"
             raise LockTimeout(

@@ -172,7 +172,7 @@ class RunFacts:
     error: Optional[FailureRecord] = None
     finished: bool = False
     returncode: Optional[int] = None
-    lost: Optional[str] = None  # why the lock is gone (heartbeat)
+    lost: Optional[str] = None  # why the lock is gone (the lock watch)
     signalled: Optional[int] = None
     #: the run's revisions the version table holds afterwards, read back from the
     #: database by the parent (None: it could not be read back)

@@ -42,10 +42,10 @@ from .settings import Settings, settings_to_dict
 from .signals import SignalGuard
 
 #: How often the lock session is asked whether it still holds the lock.
-HEARTBEAT_SECONDS = 1.0
-#: The longest the lock session may take to answer the heartbeat: a session that stalls
+LOCK_CHECK_SECONDS = 1.0
+#: The longest the lock session may take to answer the lock check: a session that stalls
 #: (a frozen proxy or path) can't prove the lock is ours, so it counts as lost.
-HEARTBEAT_DEADLINE = 10.0
+LOCK_CHECK_DEADLINE = 10.0
 #: How long a signalled child gets to roll back before its session is ended for it.
 GRACE_SECONDS = 20.0
 #: How often the main loop looks at the child when its pipes are quiet.
@@ -88,9 +88,9 @@ class Supervisor:
         finally:
             os.close(write_fd)
         self._send_job(json.dumps(job).encode())
-        heartbeat = threading.Thread(target=self._heartbeat, daemon=True,
-                                     name="migrategate-heartbeat")
-        heartbeat.start()
+        watcher = threading.Thread(target=self._watch_lock, daemon=True,
+                                   name="migrategate-lock-watch")
+        watcher.start()
         self.guard.raising = False
         self.guard.add_canceller(self._forward_signal)
         try:
@@ -99,7 +99,7 @@ class Supervisor:
             self.guard.remove_canceller(self._forward_signal)
             self.guard.raising = True
             self._stop.set()
-            heartbeat.join(timeout=5)
+            watcher.join(timeout=5)
             os.close(read_fd)
             self._end_group()
             if self.proc.stdout is not None:
@@ -233,12 +233,13 @@ class Supervisor:
 
     # ------------------------------------------------------------------ watching
 
-    def _heartbeat(self) -> None:
-        """Keep the lock session busy, notice a lost lock, and say a slow revision still runs."""
+    def _watch_lock(self) -> None:
+        """Check the lock every second (keeping its session busy), stop the run when it is
+        lost, and print the "still running" line every --heartbeat seconds."""
         last_beat = time.monotonic()
-        while not self._stop.wait(HEARTBEAT_SECONDS):
+        while not self._stop.wait(LOCK_CHECK_SECONDS):
             try:
-                with deadline.capped(HEARTBEAT_DEADLINE):
+                with deadline.capped(LOCK_CHECK_DEADLINE):
                     held = self.lock.still_held()
                 reason = None if held else "the server no longer lists the lock as ours"
             except Exception as exc:  # noqa: BLE001 - any failure of the lock session loses it

@@ -152,3 +152,49 @@ def test_a_child_that_exits_0_without_finishing_is_a_failure():
     ("postgresql", True), ("mysql", False), ("mariadb", False), ("sqlite", False)])
 def test_each_database_says_whether_its_ddl_is_transactional(backend, transactional):
     assert dialect_for(backend).transactional_ddl is transactional
+
+
+# ---------------------------------------------------------------- the retry rule
+
+def decide(kind="lock-timeout", attempt=1, retries=3, transactional=True, committed_outside=False,
+           ended=False, first_write="", statement="ALTER TABLE t ADD COLUMN x int"):
+    from migrategate.apply import retry_decision
+
+    return retry_decision(kind, attempt, retries, transactional=transactional,
+                          committed_outside=committed_outside, ended=ended,
+                          first_write=first_write, statement=statement)
+
+
+@pytest.mark.parametrize("transactional", [True, False])
+def test_only_a_lock_timeout_is_retried(transactional):
+    assert decide(transactional=transactional)[0] is True
+    assert decide(kind="other", transactional=transactional) == (False, "", "")
+    assert decide(kind="canceled", transactional=transactional) == (False, "", "")
+
+
+@pytest.mark.parametrize("transactional", [True, False])
+def test_never_after_anything_of_the_revision_may_have_committed(transactional):
+    assert decide(transactional=transactional, committed_outside=True) == (False, "", "")
+    assert decide(transactional=transactional, ended=True) == (False, "ended", "")
+
+
+def test_where_ddl_is_transactional_any_statement_is_retried_whole():
+    assert decide(statement="UPDATE t SET x = 1", first_write="INSERT INTO t") == \
+        (True, "", "")
+
+
+def test_where_ddl_commits_itself_a_write_before_it_stops_the_retry():
+    assert decide(transactional=False, first_write="INSERT INTO t VALUES (1)") == \
+        (False, "committed", "INSERT INTO t VALUES (1)")
+
+
+def test_where_ddl_commits_itself_a_timed_out_row_lock_is_not_retried():
+    assert decide(transactional=False, statement="UPDATE t SET x = 1") == \
+        (False, "not-ddl", "UPDATE t SET x = 1")
+
+
+def test_spent_attempts_say_nothing_changed_only_where_that_is_true():
+    assert decide(attempt=4, retries=3, transactional=False) == (False, "spent", "")
+    assert decide(attempt=4, retries=3, transactional=False, first_write="INSERT") == \
+        (False, "", "")
+    assert decide(attempt=4, retries=3, transactional=True) == (False, "", "")
