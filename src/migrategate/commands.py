@@ -43,13 +43,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection
 
 
-def _require_database(settings: Settings) -> None:
-    """Read-only commands never create what they read (a SQLite path, say)."""
-    _require_url(settings)
+def _absent(settings: Settings) -> Optional[str]:
+    """Why the database can't be opened without creating it (a SQLite path that doesn't
+    exist yet), in words; None when it can. Read-only commands never create what they read:
+    such a database has had no migration (or the path is mistyped)."""
     why = dialect_for(settings.dialect).absent(settings)
+    return None if why is None else (f"{why}: no migration has run there (or the path is "
+                                     "mistyped); read-only commands never create a database")
+
+
+def _require_database(settings: Settings) -> None:
+    _require_url(settings)
+    why = _absent(settings)
     if why is not None:
-        raise ConfigError(f"{why}; read-only commands never create a database",
-                          "check the path in the URL, or run 'migrategate upgrade' first")
+        raise VerificationFailed(why, "run 'migrategate upgrade' first, or fix the path")
 
 
 def _require_url(settings: Settings) -> None:
@@ -339,13 +346,17 @@ def _verify_after(settings: Settings, conn: "Connection", graph: Graph, plan: Pl
 
 def verify(settings: Settings, writer: Writer = default_writer) -> Result:
     started = time.monotonic()
-    _require_database(settings)
+    _require_url(settings)
     result = Result("verify", database=settings.masked_url)
     with _reporting(result, started):
         graph = _graph(settings)
         result.heads = list(graph.heads)
-        with _session(settings, writer) as conn:
-            checks, plan = _checks(conn, graph, settings)
+        absent = _absent(settings)
+        if absent is not None:  # the version-table check fails, without creating the file
+            checks, plan = [CheckResult("version-table", False, absent)], None
+        else:
+            with _session(settings, writer) as conn:
+                checks, plan = _checks(conn, graph, settings)
         _fill(result, checks, plan)
         bad = failed(checks)
         if bad:
@@ -389,7 +400,7 @@ def wait(settings: Settings, writer: Writer = default_writer,
     second, even while a driver blocks in connect).
     """
     started = clock()
-    _require_database(settings)
+    _require_url(settings)
     result = Result("wait", database=settings.masked_url)
     with _reporting(result, started), SignalGuard(hint=NOTHING_CHANGED):
         from sqlalchemy.exc import SQLAlchemyError
@@ -404,6 +415,9 @@ def wait(settings: Settings, writer: Writer = default_writer,
         try:
             while True:
                 try:
+                    absent = _absent(settings)
+                    if absent is not None:  # not created yet: wait for it, never create it
+                        raise UnreachableError(absent)
                     if conn is None:
                         conn = connect(_with_timeout(settings, max(backoff.remaining, 1.0)),
                                        engine, writer, announce=backoff.attempts == 0)

@@ -120,9 +120,10 @@ def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
 
     absent = dialect_for(settings.dialect).absent(settings)
     if absent is not None:  # opening it would create it
-        checks.append(_bad("database", absent, "check the path in the URL, or run "
-                           "'migrategate upgrade' first; doctor never creates a database"))
-        return ConfigError
+        checks.append(_bad("database", f"{absent}: no migration has run there (or the path "
+                           "is mistyped)", "run 'migrategate upgrade' first, or fix the path; "
+                           "doctor never creates a database"))
+        return VerificationFailed
     quick = dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, 10.0))
     engine = make_engine(quick)
     try:
