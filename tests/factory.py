@@ -32,6 +32,36 @@ def run_migrations_online():
 run_migrations_online()
 '''
 
+#: Alembic's own template shape: offline mode (``--sql``, ``migrategate plan``) and online
+ENV_PY_BOTH = '''
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+config = context.config
+
+
+def run_migrations_offline():
+    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=None,
+                      literal_binds=True, dialect_opts={"paramstyle": "named"})
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online():
+    engine = engine_from_config(config.get_section(config.config_ini_section, {}),
+                                prefix="sqlalchemy.", poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=None)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()
+'''
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -83,11 +113,13 @@ def applied_rows(url: str) -> List[str]:
         engine.dispose()
 
 
-def write_project(root: Path, revisions: Sequence[Rev], env_extra: str = "") -> Path:
-    """``root/migrations`` with env.py and versions/; returns the migrations dir."""
+def write_project(root: Path, revisions: Sequence[Rev], env_extra: str = "",
+                  offline: bool = False) -> Path:
+    """``root/migrations`` with env.py and versions/; returns the migrations dir.
+    ``offline``: env.py has Alembic's offline branch too (what ``plan`` renders with)."""
     mig = root / "migrations"
     (mig / "versions").mkdir(parents=True, exist_ok=True)
-    (mig / "env.py").write_text(ENV_PY.replace("{extra}", env_extra))
+    (mig / "env.py").write_text(ENV_PY_BOTH if offline else ENV_PY.replace("{extra}", env_extra))
     for i, rev in enumerate(revisions):
         (mig / "versions" / f"{i:04d}_{rev.id}.py").write_text(render(rev))
     return mig

@@ -63,6 +63,7 @@ def upgrade(*, database_url: Text = None, password_file: Text = None, password: 
             lock_retries: Optional[int] = None, statement_timeout: Seconds = None,
             single_transaction: Optional[bool] = None, allow_ahead: Optional[bool] = None,
             allow_proxy: Optional[bool] = None, heartbeat: Seconds = None,
+            refuse: Text = None, show_plan: Optional[bool] = None,
             version_table: Text = None, version_table_schema: Text = None,
             lock_name: Text = None, application_name: Text = None,
             env: Optional[Mapping[str, str]] = None) -> "Result":
@@ -114,3 +115,17 @@ def doctor(*, database_url: Text = None, password_file: Text = None, password: T
            env: Optional[Mapping[str, str]] = None) -> "Result":
     """Explain, check by check, why the schema is not there."""
     return _run("doctor", dict(locals()))
+
+
+def plan(*, database_url: Text = None, password_file: Text = None, password: Text = None,
+         migrations: Text = None, config: Text = None, preset: Text = None,
+         app_root: Text = None, flask_app: Text = None, target: Text = None,
+         connect_timeout: Seconds = None, pg_lock_timeout: Seconds = None,
+         mysql_lock_wait_timeout: Optional[int] = None, lock_retries: Optional[int] = None,
+         statement_timeout: Seconds = None, version_table: Text = None,
+         version_table_schema: Text = None, lock_name: Text = None,
+         application_name: Text = None,
+         env: Optional[Mapping[str, str]] = None) -> "Result":
+    """What the pending revisions will do to this database (``result.extra["plan"]``);
+    changes nothing. The lock options say what ``upgrade`` would run them with."""
+    return _run("plan", dict(locals()))

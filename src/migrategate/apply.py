@@ -39,7 +39,7 @@ from .dialect import DDL_WORDS, dialect_for, first_word as _first_word
 from .dialect import of as dialect_of
 from .errors import MigrategateError
 from .fence import Fence, LockLostHere, dbapi_connection
-from .plan import Plan
+from .pending import Plan
 from .protocol import (
     Committed,
     Ended,

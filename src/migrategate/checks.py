@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from .errors import ConfigError
-from .plan import Plan, make_plan, read_current
+from .pending import Plan, make_plan, read_current
 from .graph import Graph
 
 if TYPE_CHECKING:  # pragma: no cover

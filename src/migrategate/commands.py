@@ -27,7 +27,7 @@ from .errors import (
 )
 from .lock import MigrationLock, acquire, lock_for, wait_for_orphans
 from .log import Writer, default_writer
-from .plan import Plan, make_plan, read_current
+from .pending import Plan, make_plan, read_current
 from .retry import Backoff
 from .report import Applied, Result
 from .runtime import app_paths
@@ -141,12 +141,35 @@ def upgrade(settings: Settings, writer: Writer = default_writer, debug: bool = F
             lock = lock_for(conn, settings.lock_name)
             result.lock = {"name": lock.name, "kind": lock.kind, "taken": False}
             plan = _plan(settings, conn, graph)
+            if not plan.up_to_date and (settings.refuse or settings.show_plan):
+                _plan_first(settings, conn, graph, plan, writer, result)
             if not plan.up_to_date:
                 plan = _migrate(settings, writer, guard, conn, graph, lock, result, debug)
             else:
                 _report_plan(plan, graph, writer, result)
             _verify_after(settings, conn, graph, plan, result)
     return result
+
+
+def _plan_first(settings: Settings, conn: "Connection", graph: Graph, plan: Plan,
+                writer: Writer, result: Result) -> None:
+    """--show-plan and --refuse: the deploy plan, before the lock is taken."""
+    from . import planner
+
+    policy = planner.check_policy(settings.refuse) if settings.refuse else None
+    deploy = planner.build(settings, conn, graph, plan, writer)
+    result.extra["plan"] = deploy.to_dict()
+    if settings.show_plan:
+        planner.render_text(deploy, writer.info, settings.masked_url)
+    matches = planner.refused(deploy, policy) if policy else []
+    for line in matches:
+        writer.error(f"refused: {line}")
+    if matches:
+        raise ConfigError(
+            f"the plan has {len(matches)} finding(s) that --refuse {policy} refuses "
+            f"(first: {matches[0]})",
+            "nothing was applied and the lock was not taken; change the revisions, or run "
+            "'migrategate plan' to see each finding and deploy with a policy that allows it")
 
 
 def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Connection",
@@ -465,6 +488,39 @@ def _drop(conn: Optional["Connection"]) -> None:
 
 def _with_timeout(settings: Settings, seconds: float) -> Settings:
     return dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, seconds))
+
+
+# --------------------------------------------------------------------------- plan
+
+def plan(settings: Settings, writer: Writer = default_writer) -> Result:
+    """What the pending revisions will do to this database; reads, never writes (the
+    session is read-only, the SQL comes from Alembic's offline mode in a child)."""
+    from . import planner
+
+    started = time.monotonic()
+    _require_url(settings)
+    _dialect_options(settings)
+    result = Result("plan", database=settings.masked_url, outcome="planned")
+    with _reporting(result, started):
+        graph = _graph(settings)
+        result.heads = list(graph.heads)
+        if _absent(settings) is not None:  # never create it: everything is pending
+            pending = make_plan(graph, None, settings.target)
+            deploy = planner.build(settings, None, graph, pending, writer)
+        else:
+            with _session(settings, writer) as conn:
+                dialect_for(settings.dialect).read_only(conn)
+                pending = _plan(settings, conn, graph)
+                deploy = planner.build(settings, conn, graph, pending, writer)
+        _fill_plan(result, pending)
+        result.extra["plan"] = deploy.to_dict()
+        counts = deploy.counts()
+        result.message = (f"{len(pending.pending)} revision(s) planned: {counts['risky']} "
+                          f"risky, {counts['warning']} warning, {counts['info']} info"
+                          if pending.pending else "nothing to apply")
+        render = planner.render_markdown if settings.markdown else planner.render_text
+        result.human = lambda w: render(deploy, w.result, settings.masked_url)
+    return result
 
 
 # --------------------------------------------------------------------------- status

@@ -17,7 +17,7 @@ time (``wait`` and ``--help`` stay cheap); each method imports what it needs.
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from .urls import MYSQL
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .lock import MigrationLock
     from .settings import Settings
+    from .sqlrisk import Server
 
 #: TCP keepalives on libpq connections (an idle lock session behind NAT stays known).
 KEEPALIVE = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
@@ -112,6 +113,31 @@ class Dialect:
     def invalid_indexes(self, conn: "Connection") -> List[str]:
         """Indexes a failed or interrupted build left unusable."""
         return []
+
+    # ------------------------------------------------------------ plan (read only)
+
+    def read_only(self, conn: "Connection") -> None:
+        """Make the session refuse writes: ``plan`` reads the catalog and nothing else."""
+
+    def plan_server(self, conn: "Connection") -> "Server":
+        """The backend and version the plan's rules are judged for (sqlrisk.Server)."""
+        from .sqlrisk import Server
+
+        return Server(self.name, _version_tuple(conn))
+
+    def table_size(self, conn: "Connection", name: str) -> Tuple[bool, Optional[int],
+                                                                 Optional[int]]:
+        """(exists, estimated rows, bytes with indexes) from the catalog; None: unknown."""
+        from sqlalchemy import inspect
+
+        from .sqlrisk import bare
+
+        schema, _, table = bare(name).rpartition(".")
+        return bool(inspect(conn).has_table(table, schema=schema or None)), None, None
+
+    def columns(self, conn: "Connection", name: str) -> Dict[Tuple[str, str], Tuple[str, bool]]:
+        """Current column types where a rule needs them (MySQL's MODIFY/CHANGE)."""
+        return {}
 
 
 class PostgreSQL(Dialect):
@@ -239,6 +265,24 @@ class PostgreSQL(Dialect):
         return [r[0] for r in rows]
 
 
+    def read_only(self, conn: "Connection") -> None:
+        conn.exec_driver_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+
+    def table_size(self, conn: "Connection", name: str) -> Tuple[bool, Optional[int],
+                                                                 Optional[int]]:
+        from sqlalchemy import text
+
+        row = conn.execute(text(
+            "SELECT c.reltuples::bigint, pg_total_relation_size(c.oid), pg_relation_size(c.oid) "
+            "FROM pg_class c WHERE c.oid = to_regclass(:name)"), {"name": name}).first()
+        if row is None:
+            return False, None, None
+        rows = int(row[0]) if row[0] is not None and row[0] >= 0 else None
+        if rows is None and row[2] == 0:
+            rows = 0  # never analyzed, and no page: empty
+        return True, rows, int(row[1])
+
+
 #: MySQL statements that commit implicitly before they run
 DDL_WORDS = ("CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE")
 
@@ -340,6 +384,43 @@ class MySQL(Dialect):
     def end_session(self, conn: "Connection", session: Dict[str, Any]) -> None:
         conn.exec_driver_sql(f"KILL {int(session['connection_id'])}")
 
+    def read_only(self, conn: "Connection") -> None:
+        conn.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
+
+    def plan_server(self, conn: "Connection") -> "Server":
+        from .sqlrisk import Server
+
+        mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
+        return Server("mariadb" if mariadb else "mysql", _version_tuple(conn))
+
+    def table_size(self, conn: "Connection", name: str) -> Tuple[bool, Optional[int],
+                                                                 Optional[int]]:
+        from sqlalchemy import text
+
+        from .sqlrisk import bare
+
+        schema, _, table = bare(name).rpartition(".")
+        row = conn.execute(text(
+            "SELECT TABLE_ROWS, DATA_LENGTH + INDEX_LENGTH FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name"),
+            {"schema": schema or None, "name": table}).first()
+        if row is None:
+            return False, None, None
+        return True, (None if row[0] is None else int(row[0])), (
+            None if row[1] is None else int(row[1]))
+
+    def columns(self, conn: "Connection", name: str) -> Dict[Tuple[str, str], Tuple[str, bool]]:
+        from sqlalchemy import text
+
+        from .sqlrisk import bare
+
+        schema, _, table = bare(name).rpartition(".")
+        rows = conn.execute(text(
+            "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :name"),
+            {"schema": schema or None, "name": table}).fetchall()
+        return {(table, str(r[0])): (str(r[1]), r[2] == "YES") for r in rows}
+
 
 class SQLite(Dialect):
     name = "sqlite"
@@ -365,6 +446,14 @@ class SQLite(Dialect):
         from .lock import SQLiteFileLock
 
         return SQLiteFileLock(conn, name)
+
+    def read_only(self, conn: "Connection") -> None:
+        conn.exec_driver_sql("PRAGMA query_only = ON")
+
+
+def _version_tuple(conn: "Connection") -> Tuple[int, ...]:
+    info = getattr(conn.dialect, "server_version_info", None) or ()
+    return tuple(int(p) for p in info if isinstance(p, int))
 
 
 def dialect_for(backend: str) -> Dialect:

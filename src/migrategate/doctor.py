@@ -114,7 +114,7 @@ def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
     from .commands import database_error
     from .connect import connect, make_engine
     from .lock import lock_for
-    from .plan import read_current
+    from .pending import read_current
 
     from .dialect import dialect_for
 
@@ -183,7 +183,7 @@ def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
 def _check_pending(graph: Any, current: Any, checks: List[CheckResult]) -> None:
     from .checks import target_check
     from .errors import UnknownRevision
-    from .plan import make_plan
+    from .pending import make_plan
 
     try:
         plan = make_plan(graph, current, "heads")
@@ -270,7 +270,7 @@ def _check_schema_ahead(conn: Any, graph: Any, current: Any, checks: List[CheckR
     the catalog.
     """
     from .errors import UnknownRevision
-    from .plan import make_plan
+    from .pending import make_plan
     from .schemaobjects import existing_objects, invalid_indexes, planned_objects
 
     invalid = invalid_indexes(conn)

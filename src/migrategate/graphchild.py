@@ -17,13 +17,10 @@ at most :data:`LOAD_SECONDS`. No password is given to it.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import tempfile
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
+from . import childproc
 from .errors import ConfigError, MigrategateError
 from .graph import Graph, Revision
 from .log import Writer, default_writer
@@ -36,65 +33,20 @@ LOAD_SECONDS = 300.0
 def load_in_child(settings: Settings, writer: Writer = default_writer) -> Graph:
     job = {"migrations": settings.migrations, "config": settings.config,
            "app_root": settings.app_root}
-    with tempfile.TemporaryDirectory(prefix="migrategate-graph-") as tmp:
-        result_path = os.path.join(tmp, "graph.json")
-        output_path = os.path.join(tmp, "output")
-        with open(output_path, "wb") as output:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "migrategate.graphchild", result_path, json.dumps(job)],
-                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                start_new_session=True, env=_env())
-            try:
-                code = proc.wait(timeout=LOAD_SECONDS)
-            except subprocess.TimeoutExpired:
-                code = None
-            finally:
-                _end_group(proc)
-        _forward(output_path, writer)
-        if code is None:
-            raise ConfigError(
-                f"loading the revision files took longer than {LOAD_SECONDS:.0f} s (they "
-                "import app code; something at import time waits)",
-                "run 'alembic history' in the image to see what hangs; nothing was applied")
-        return _graph(result_path, code)
-
-
-def _env() -> Dict[str, str]:
-    import migrategate
-
-    env = dict(os.environ)
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(migrategate.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", ""))
-                                        if p)
-    return env
-
-
-def _end_group(proc: "subprocess.Popen[bytes]") -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass  # nothing of it is left
-
-
-def _forward(path: str, writer: Writer) -> None:
-    with open(path, "rb") as fh:
-        text = fh.read(1 << 20).decode("utf-8", errors="replace")
-    for line in text.splitlines():
-        writer.info(f"| {line}")
-
-
-def _graph(result_path: str, code: int) -> Graph:
-    try:
-        with open(result_path, encoding="utf-8") as fh:
-            result = json.load(fh)
-    except (OSError, ValueError):
-        how = (f"was killed by {signal.Signals(-code).name}" if code < 0
-               else f"exited with status {code}")
+    code, result = childproc.run("migrategate.graphchild", job, LOAD_SECONDS, writer)
+    if code is None:
         raise ConfigError(
-            f"the process loading the revision files {how} before it finished (a revision "
+            f"loading the revision files took longer than {LOAD_SECONDS:.0f} s (they "
+            "import app code; something at import time waits)",
+            "run 'alembic history' in the image to see what hangs; nothing was applied")
+    return _graph(result, code)
+
+
+def _graph(result: Optional[Dict[str, Any]], code: int) -> Graph:
+    if result is None:
+        raise ConfigError(
+            f"the process loading the revision files {childproc.how_it_ended(code)} "
+            "before it finished (a revision "
             "file or a module it imports ends the process at import: sys.exit/os._exit?)",
             "fix the revision file; nothing was applied") from None
     error = result.get("error")
@@ -142,12 +94,7 @@ def main() -> None:
                                        "while the revision files were loading",
                             "hint": "fix the revision file (--debug shows its output); "
                                     "nothing was applied"}}
-    with open(result_path + ".tmp", "w", encoding="utf-8") as fh:
-        json.dump(result, fh)
-    os.replace(result_path + ".tmp", result_path)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # a thread app code started at import must not keep us alive
+    childproc.write_result(result_path, result)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,12 @@ def _status(settings: "Settings", writer: "Writer", env: Env, debug: bool) -> "R
     return commands.status(settings, writer)
 
 
+def _plan(settings: "Settings", writer: "Writer", env: Env, debug: bool) -> "Result":
+    from . import commands
+
+    return commands.plan(settings, writer)
+
+
 def _doctor_function() -> Callable[..., "Result"]:
     """``migrategate.doctor.doctor``, imported on first use without letting the submodule
     replace the package's public ``migrategate.doctor()`` function (importing a submodule
@@ -98,6 +104,8 @@ COMMANDS: Dict[str, Command] = {
                 _status),
         Command("doctor", "explain why the schema is not there: each check with what to do",
                 _doctor, on_config_error=_doctor_config_error),
+        Command("plan", "what the pending revisions will do to this database: statements, "
+                "locks, table sizes, findings; changes nothing", _plan),
     )
 }
 

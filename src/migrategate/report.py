@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .checks import CheckResult
 from .errors import EXIT_CODES
@@ -48,6 +48,8 @@ class Result:
     failed_revision: Optional[str] = None
     seconds: float = 0.0
     extra: Dict[str, Any] = field(default_factory=dict)
+    #: how a command with a richer human form than checks prints it (``plan``)
+    human: Optional[Callable[[Writer], None]] = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> Dict[str, Any]:
         d: Dict[str, Any] = {
@@ -93,6 +95,9 @@ def render_checks(result: Result, writer: Writer) -> None:
 
 
 def render_human(result: Result, writer: Writer) -> None:
+    if result.human is not None:
+        result.human(writer)
+        return
     if result.command == "status":
         render_status(result, writer)
         return

@@ -32,8 +32,10 @@ FALSE = {"0", "false", "no", "off", ""}
 
 
 #: the database commands (``inject`` is a post-renderer without database settings)
-DB_COMMANDS: Tuple[str, ...] = ("upgrade", "verify", "wait", "status", "doctor")
+DB_COMMANDS: Tuple[str, ...] = ("upgrade", "verify", "wait", "status", "doctor", "plan")
 UPGRADE = ("upgrade",)
+#: upgrade's options that say how its statements run: plan tells whether they bound them
+RUNS = ("upgrade", "plan")
 GATES = ("upgrade", "verify", "wait")  # the commands that compare the database with a target
 PG = ("postgresql",)
 
@@ -173,7 +175,7 @@ OPTIONS: Dict[str, Option] = {
                     "writable); empty to disable"),
         # --- the commands' own -----------------------------------------------------------
         Option("target", "str", env=("MIGRATEGATE_TARGET", "MIGRATEGATE_TO"), flag="--to",
-               metavar="REV", commands=GATES, shown_default="heads",
+               metavar="REV", commands=GATES + ("plan",), shown_default="heads",
                help="expected revision (default heads)",
                helps=(("upgrade", "target revision (default: the single head; 'heads' for "
                                   "all)"),)),
@@ -181,18 +183,18 @@ OPTIONS: Dict[str, Option] = {
                help="wait this long for the lock (default 300)"),
         Option("pg_lock_timeout", "seconds", minimum=0.001, maximum=_PG_MAX,
                why=_MS.format("lock"), dialects=PG, dialect_label="PostgreSQL",
-               metavar="S", commands=UPGRADE,
+               metavar="S", commands=RUNS,
                help="PostgreSQL lock_timeout for migration statements: fail fast instead "
                     "of queueing app traffic behind a blocked ALTER"),
         Option("mysql_lock_wait_timeout", "count", minimum=1, maximum=31536000,
                why="MySQL's lock_wait_timeout is whole seconds from 1 to 31536000",
-               dialects=MYSQL, dialect_label="MySQL/MariaDB", metavar="S", commands=UPGRADE,
+               dialects=MYSQL, dialect_label="MySQL/MariaDB", metavar="S", commands=RUNS,
                help="MySQL/MariaDB lock_wait_timeout (whole seconds) for migration "
                     "statements: a DDL statement waiting for a metadata lock fails after "
                     "S seconds instead of queueing app traffic behind it"),
         Option("lock_retries", "count", 0, minimum=0, maximum=1000,
                dialects=PG + MYSQL, dialect_label="PostgreSQL and MySQL/MariaDB",
-               metavar="N", commands=UPGRADE,
+               metavar="N", commands=RUNS,
                help="when a revision's statement hits its lock timeout, retry the "
                     "revision up to N times (timeout doubling up to 4x, jittered pauses; "
                     "default 0). PostgreSQL: the attempt is rolled back whole. "
@@ -200,7 +202,7 @@ OPTIONS: Dict[str, Option] = {
                     "changed nothing"),
         Option("statement_timeout", "seconds", minimum=0.001, maximum=_PG_MAX,
                why=_MS.format("statement"), dialects=PG, dialect_label="PostgreSQL",
-               metavar="S", commands=UPGRADE,
+               metavar="S", commands=RUNS,
                help="PostgreSQL statement_timeout for migration statements (a backstop; "
                     "not applied inside autocommit blocks)"),
         Option("heartbeat", "seconds", 30.0, minimum=0, metavar="S", commands=UPGRADE,
@@ -229,6 +231,15 @@ OPTIONS: Dict[str, Option] = {
                     "server (default: refuse, since a transaction-pooling proxy such as "
                     "PgBouncer pool_mode=transaction breaks the session lock); only for "
                     "session-mode pools and plain TCP proxies"),
+        Option("refuse", "str", metavar="POLICY", commands=UPGRADE,
+               help="before taking the lock, refuse (exit 2, nothing applied) a deploy whose "
+                    "plan has findings at this level or of these rules: 'risky', 'warning' "
+                    "or rule names, comma-separated (see 'migrategate plan')"),
+        Option("show_plan", "bool", False, commands=UPGRADE,
+               help="log the deploy plan (what 'migrategate plan' shows) before taking the "
+                    "lock, so the Job's log says what is about to happen"),
+        Option("markdown", "bool", False, commands=("plan",), library=False,
+               help="print the plan as Markdown (a pull-request comment, a CI job summary)"),
         Option("redis_url", "str", env=("MIGRATEGATE_REDIS_URL",), metavar="URL",
                commands=("doctor",),
                help="Redis to inspect for Dify's db_upgrade_lock (or Dify's REDIS_* env)"),
@@ -275,6 +286,9 @@ class Settings:
     allow_proxy: bool = False
     lock_retries: int = 0
     statement_timeout: Optional[float] = None
+    refuse: Optional[str] = None
+    show_plan: bool = False
+    markdown: bool = False
     sources: Dict[str, str] = field(default_factory=dict)
     #: every spelling-source of a password met while resolving; see register_secrets()
     secrets: Tuple[str, ...] = ()

@@ -35,7 +35,7 @@ from . import deadline
 from .dialect import dialect_for
 from .lock import MigrationLock
 from .log import Writer
-from .plan import Plan
+from .pending import Plan
 from .protocol import Committed, Event, Ended, Retry, RunFacts, Statement, decode
 from .report import Applied
 from .settings import Settings, settings_to_dict

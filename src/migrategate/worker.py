@@ -86,7 +86,7 @@ def run(job: Any, sink: Callable[[Event], None]) -> int:
     from .apply import failure_record, run_upgrade
     from .dialect import dialect_for
     from .fence import make_fence
-    from .plan import Plan
+    from .pending import Plan
     from .runtime import migration_environment
     from .scripts import make_config
     from .settings import register_secrets, settings_from_dict

@@ -347,6 +347,21 @@ def test_lock_retries_and_statement_timeout_reach_the_job(helm: Helm) -> None:
     assert "--mysql-lock-wait-timeout" not in args
 
 
+def test_the_plan_step_and_policy_reach_the_job(helm: Helm) -> None:
+    args = job_container(helm.template(values=values()))["args"]
+    assert "--show-plan" not in args and "--refuse" not in args
+    over = {"upgrade": {"showPlan": True, "refuse": "risky,drops-column"}}
+    args = job_container(helm.template(values=values(**over)))["args"]
+    assert "--show-plan" in args
+    assert args[args.index("--refuse") + 1] == "risky,drops-column"
+
+
+@pytest.mark.parametrize("refuse", ["info", "risky,info", "risky;rm -rf", " risky"])
+def test_a_refuse_policy_the_cli_would_refuse_fails_at_render_time(helm: Helm, refuse) -> None:
+    out = helm.template_error(values=values(upgrade={"refuse": refuse}))
+    assert "/upgrade/refuse" in out
+
+
 def test_the_mysql_lock_wait_timeout_reaches_the_job(helm: Helm) -> None:
     over = {"upgrade": {"mysqlLockWaitTimeout": 2, "lockRetries": 30}}
     args = job_container(helm.template(values=values(**over)))["args"]

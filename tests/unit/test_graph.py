@@ -10,7 +10,7 @@ import pytest
 
 from factory import REPO, Rev, chain, cli_env, table_rev, write_project
 from migrategate.errors import AmbiguousTarget, ConfigError, UnknownRevision
-from migrategate.plan import make_plan
+from migrategate.pending import make_plan
 from migrategate.revfile import read_revision
 from migrategate.scripts import load_graph, make_config
 from migrategate.settings import Settings
@@ -119,7 +119,7 @@ def test_function_locals_named_like_identifiers_stay_static(tmp_path):
 def test_read_only_paths_do_not_import_alembic(tmp_path):
     mig = write_project(tmp_path, RICH)
     code = ("import sys\nfrom migrategate.scripts import load_graph\n"
-            "from migrategate.plan import make_plan\nfrom migrategate.settings import Settings\n"
+            "from migrategate.pending import make_plan\nfrom migrategate.settings import Settings\n"
             f"g = load_graph(Settings(migrations={str(mig)!r}))\n"
             "assert make_plan(g, ('c0001', 'x0002'), 'heads').up_to_date\n"
             "assert make_plan(g, ('c0001', 'x0002'), None if len(g.heads) == 1 else 'heads')"

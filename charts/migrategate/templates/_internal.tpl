@@ -111,7 +111,8 @@ Optional keys: "extra", "own" (dicts).
 {{- end -}}
 
 {{/*
-The migrategate source files. Inside this chart: .Files; from a parent chart:
+The migrategate source files a pod runs (all but the post-renderer, inject.py). Inside
+this chart: .Files; from a parent chart:
 .Subcharts.<subchart>.Files (Helm >= 3.7, and v4). Renders "<path>\n" lines, sorted.
 */}}
 {{- define "migrategate.internal.sourceFiles" -}}
@@ -119,7 +120,10 @@ The migrategate source files. Inside this chart: .Files; from a parent chart:
 {{- $sub := .subchart | default "migrategate" -}}
 {{- with .context.Subcharts -}}{{- with index . $sub -}}{{- $files = .Files -}}{{- end -}}{{- end -}}
 {{- range $path, $_ := $files.Glob "files/migrategate/**.py" }}
+{{- /* inject.py is the post-renderer: it runs where helm runs, never in a pod */}}
+{{- if ne $path "files/migrategate/inject.py" }}
 {{ $path }}
+{{- end }}
 {{- end -}}
 {{- end -}}
 
@@ -284,6 +288,12 @@ via secretKeyRef or a mounted file"). A URL with one: "<scheme>://<user>:<passwo
 {{- end -}}
 {{- if not (kindIs "invalid" $u.statementTimeout) -}}
 {{- $args = concat $args (list "--statement-timeout" (toString $u.statementTimeout)) -}}
+{{- end -}}
+{{- if $u.showPlan -}}
+{{- $args = append $args "--show-plan" -}}
+{{- end -}}
+{{- if $u.refuse -}}
+{{- $args = concat $args (list "--refuse" $u.refuse) -}}
 {{- end -}}
 {{- if .values.gate.allowAhead -}}
 {{- $args = append $args "--allow-ahead" -}}
