@@ -122,9 +122,9 @@ def plan(*, database_url: Text = None, password_file: Text = None, password: Tex
          app_root: Text = None, flask_app: Text = None, target: Text = None,
          connect_timeout: Seconds = None, pg_lock_timeout: Seconds = None,
          mysql_lock_wait_timeout: Optional[int] = None, lock_retries: Optional[int] = None,
-         statement_timeout: Seconds = None, version_table: Text = None,
-         version_table_schema: Text = None, lock_name: Text = None,
-         application_name: Text = None,
+         statement_timeout: Seconds = None, rehearse_on: Text = None,
+         version_table: Text = None, version_table_schema: Text = None,
+         lock_name: Text = None, application_name: Text = None,
          env: Optional[Mapping[str, str]] = None) -> "Result":
     """What the pending revisions will do to this database (``result.extra["plan"]``);
     changes nothing. The lock options say what ``upgrade`` would run them with."""

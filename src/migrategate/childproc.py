@@ -26,18 +26,29 @@ SECRET_ENV = ("MIGRATEGATE_DATABASE_URL", "DATABASE_URL", "MIGRATEGATE_DATABASE_
               "MIGRATEGATE_DATABASE_PASSWORD_FILE", "DB_PASSWORD", "MIGRATEGATE_REHEARSE_ON")
 
 
-def run(module: str, job: Mapping[str, Any], seconds: float,
-        writer: Writer) -> Tuple[Optional[int], Optional[Dict[str, Any]]]:
-    """Run ``python -m module RESULT JOB``; (exit status or None on timeout, result or None).
+def run(module: str, job: Mapping[str, Any], seconds: float, writer: Writer,
+        private: Optional[Mapping[str, Any]] = None
+        ) -> Tuple[Optional[int], Optional[Dict[str, Any]]]:
+    """Run ``python -m module RESULT JOB [PRIVATE]``; (exit status or None on timeout,
+    result or None).
 
-    ``job`` goes on the command line: it must hold no secret (``ps`` shows it).
+    ``job`` goes on the command line: it must hold no secret (``ps`` shows it). What must
+    stay secret (a URL with its password) goes in ``private``: a file only we can read,
+    whose path is the third argument (:func:`read_private` reads and removes it).
     """
     with tempfile.TemporaryDirectory(prefix="migrategate-child-") as tmp:
         result_path = os.path.join(tmp, "result.json")
         output_path = os.path.join(tmp, "output")
+        extra = []
+        if private is not None:
+            path = os.path.join(tmp, "private.json")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(private, fh)
+            extra = [path]
         with open(output_path, "wb") as output:
             proc = subprocess.Popen(
-                [sys.executable, "-m", module, result_path, json.dumps(job)],
+                [sys.executable, "-m", module, result_path, json.dumps(job), *extra],
                 stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                 start_new_session=True, env=child_env())
             try:
@@ -52,6 +63,14 @@ def run(module: str, job: Mapping[str, Any], seconds: float,
                 return code, json.load(fh)
         except (OSError, ValueError):
             return code, None
+
+
+def read_private(path: str) -> Dict[str, Any]:
+    """The child's secrets, read before any app code runs, and the file removed."""
+    with open(path, encoding="utf-8") as fh:
+        data: Dict[str, Any] = json.load(fh)
+    os.unlink(path)
+    return data
 
 
 def how_it_ended(code: Optional[int]) -> str:

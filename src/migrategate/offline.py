@@ -38,14 +38,18 @@ class RenderedStatement:
     in_transaction: bool = True
     #: Alembic's own bookkeeping (the version table), not the revision's
     version_table: bool = False
+    #: the locks it took, read from pg_locks (a rehearsal only)
+    locks: List[str] = field(default_factory=list)
 
 
 @dataclass
 class Rendered:
     revision: str
     statements: List[RenderedStatement] = field(default_factory=list)
-    #: why offline mode could not render all of it (None: it could)
+    #: why offline mode (or the rehearsal) could not render all of it (None: it could)
     error: Optional[str] = None
+    #: "offline" (Alembic's --sql) or "rehearsal" (run and rolled back: rehearse.py)
+    source: str = "offline"
 
     @property
     def own(self) -> List[RenderedStatement]:
@@ -54,8 +58,13 @@ class Rendered:
 
 def render_in_child(settings: Settings, plan: Plan, writer: Writer) -> Dict[str, Rendered]:
     """Each pending revision's statements, by revision id (no password leaves us)."""
-    assert settings.url is not None
-    job = {"url": settings.url.set(password=None).render_as_string(hide_password=False),
+    from sqlalchemy.engine import URL
+
+    u = settings.url
+    assert u is not None
+    # URL.set(password=None) would keep it (None means "unchanged"): build it anew
+    without = URL.create(u.drivername, u.username, None, u.host, u.port, u.database, u.query)
+    job = {"url": without.render_as_string(hide_password=False),
            "migrations": settings.migrations, "config": settings.config,
            "app_root": settings.app_root, "flask_app": settings.flask_app,
            "version_table": settings.version_table,
@@ -81,6 +90,14 @@ def render_in_child(settings: Settings, plan: Plan, writer: Writer) -> Dict[str,
 
 # ------------------------------------------------------------------ the child
 
+def version_statement(table: str) -> "re.Pattern[str]":
+    """Alembic's statements on the version table (not the revision's own)."""
+    return re.compile(
+        r"^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM|CREATE\s+TABLE)\s+"
+        r"([`\"\[]?\w+[`\"\]]?\.)?[`\"\[]?" + re.escape(table) + r"[`\"\]]?[\s(]",
+        re.IGNORECASE)
+
+
 def _comment_only(chunk: str) -> bool:
     return all(line.strip().startswith("--") for line in chunk.splitlines() if line.strip())
 
@@ -91,11 +108,7 @@ class _Collector:
     def __init__(self, version_table: str) -> None:
         self.revisions: List[Rendered] = []
         self.in_transaction = False
-        name = re.escape(version_table)
-        self._version = re.compile(
-            r"^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM|CREATE\s+TABLE)\s+"
-            r"([`\"\[]?\w+[`\"\]]?\.)?[`\"\[]?" + name + r"[`\"\]]?[\s(]",
-            re.IGNORECASE)
+        self._version = version_statement(version_table)
 
     def begin(self, revision: str) -> None:
         self.revisions.append(Rendered(revision))

@@ -58,12 +58,15 @@ class PlannedStatement:
     in_transaction: bool
     tables: List[TableSize] = field(default_factory=list)
     lock_wait: str = ""
+    #: the locks a rehearsal saw it take (pg_locks); empty when planned offline
+    locks_taken: List[str] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
         a = self.assessment
         return {"sql": self.sql, "kind": a.kind, "lock": a.lock, "blocks": a.blocks,
                 "estimate": a.estimate, "algorithm": a.algorithm,
                 "in_transaction": self.in_transaction, "lock_wait": self.lock_wait,
+                "locks_taken": self.locks_taken,
                 "tables": [dataclasses.asdict(t) for t in self.tables],
                 "findings": [f.to_dict() for f in a.findings]}
 
@@ -75,9 +78,10 @@ class PlannedRevision:
     statements: List[PlannedStatement] = field(default_factory=list)
     #: why offline mode could not render (all of) it; None: it did
     not_planned: Optional[str] = None
+    source: str = "offline"  # or "rehearsal"
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"revision": self.revision, "message": self.message,
+        return {"revision": self.revision, "message": self.message, "source": self.source,
                 "planned": self.not_planned is None, "not_planned": self.not_planned,
                 "statements": [s.to_dict() for s in self.statements]}
 
@@ -95,7 +99,7 @@ class DeployPlan:
         for rev in self.revisions:
             if rev.not_planned is not None:
                 yield rev, None, Finding("not-planned", RISKY,
-                                         f"could not be planned offline: {rev.not_planned}")
+                                         f"could not be planned: {rev.not_planned}")
             for st in rev.statements:
                 for f in st.assessment.findings:
                     yield rev, st, f
@@ -126,7 +130,20 @@ def build(settings: Settings, conn: Optional["Connection"], graph: Graph, plan: 
     dialect = dialect_for(settings.dialect)
     server = dialect.plan_server(conn) if conn is not None else Server(
         "mariadb" if settings.dialect == "mariadb" else settings.dialect)
-    rendered = offline.render_in_child(settings, plan, writer) if plan.pending else {}
+    if not plan.pending:
+        rendered: Dict[str, offline.Rendered] = {}
+    elif settings.rehearse_on:
+        from .rehearse import rehearse_in_child
+
+        if conn is None:
+            raise ConfigError("--rehearse-on needs the target database to exist",
+                              "plan it offline (without --rehearse-on)")
+        rendered = rehearse_in_child(settings, conn, graph, plan, writer)
+    else:
+        rendered = offline.render_in_child(settings, plan, writer)
+    # where rendering stopped before a revision (env.py failed, an earlier revision failed)
+    stopped = next((r.error for k, r in rendered.items()
+                    if r.error and k not in {p.id for p in plan.pending}), None)
     revisions: List[PlannedRevision] = []
     created: Set[str] = set()
     sizes: Dict[str, TableSize] = {}
@@ -135,16 +152,19 @@ def build(settings: Settings, conn: Optional["Connection"], graph: Graph, plan: 
         r = rendered.get(rev.id)
         planned = PlannedRevision(rev.id, rev.message)
         if r is None:
-            planned.not_planned = "offline mode did not run it"
+            how = "the rehearsal" if settings.rehearse_on else "the rendering"
+            planned.not_planned = stopped or f"{how} stopped before it"
         else:
             planned.not_planned = r.error
+            planned.source = r.source
             for st in r.own:
                 if server.kind in ("mysql", "mariadb") and conn is not None:
                     columns.update(_columns_for(dialect, conn, st.sql))
                 a = assess(st.sql, server, columns)
                 planned.statements.append(PlannedStatement(
                     st.sql, a, st.in_transaction,
-                    [_size(dialect, conn, t, created, sizes) for t in a.tables]))
+                    [_size(dialect, conn, t, created, sizes) for t in a.tables],
+                    locks_taken=list(st.locks)))
                 created.update(bare(t).lower() for t in a.creates)
         revisions.append(planned)
     squawk = _squawk(server, revisions)
@@ -285,9 +305,10 @@ def render_text(deploy: DeployPlan, out: Callable[[str], None], database: str) -
         f"squawk: {deploy.squawk}")
     for k, rev in enumerate(deploy.revisions, 1):
         out("")
-        out(f"[{k}/{n}] {rev.revision}  {rev.message}")
+        source = " (rehearsed)" if rev.source == "rehearsal" else ""
+        out(f"[{k}/{n}] {rev.revision}  {rev.message}{source}")
         if rev.not_planned is not None:
-            out(f"  ! not planned offline: {rev.not_planned}")
+            out(f"  ! not planned: {rev.not_planned}")
         if not rev.statements and rev.not_planned is None:
             out("  (no statements)")
         for j, st in enumerate(rev.statements, 1):
@@ -299,6 +320,8 @@ def render_text(deploy: DeployPlan, out: Callable[[str], None], database: str) -
             out(f"     lock: {a.lock} (blocks {a.blocks}) · {a.estimate}{algo}{where}")
             if st.tables:
                 out(f"     tables: {', '.join(t.describe() for t in st.tables)}")
+            if st.locks_taken:
+                out(f"     took (rehearsal): {', '.join(st.locks_taken)}")
             if st.lock_wait:
                 out(f"     lock wait: {st.lock_wait}")
             for f in a.findings:
@@ -321,7 +344,7 @@ def render_markdown(deploy: DeployPlan, out: Callable[[str], None], database: st
         out("")
         out(f"#### `{rev.revision}` {_md(rev.message)}")
         if rev.not_planned is not None:
-            out(f"> **not planned offline:** {_md(rev.not_planned)}")
+            out(f"> **not planned:** {_md(rev.not_planned)}")
         if not rev.statements:
             continue
         out("")

@@ -238,6 +238,12 @@ OPTIONS: Dict[str, Option] = {
         Option("show_plan", "bool", False, commands=UPGRADE,
                help="log the deploy plan (what 'migrategate plan' shows) before taking the "
                     "lock, so the Job's log says what is about to happen"),
+        Option("rehearse_on", "str", metavar="URL", commands=("plan",),
+               help="PostgreSQL: run the pending revisions on this scratch database (empty, "
+                    "never the target) inside one transaction that is always rolled back, "
+                    "and plan from the statements and locks they really took; for "
+                    "revisions that read the database (pass the URL by "
+                    "MIGRATEGATE_REHEARSE_ON: a flag shows in ps)"),
         Option("markdown", "bool", False, commands=("plan",), library=False,
                help="print the plan as Markdown (a pull-request comment, a CI job summary)"),
         Option("redis_url", "str", env=("MIGRATEGATE_REDIS_URL",), metavar="URL",
@@ -288,6 +294,7 @@ class Settings:
     statement_timeout: Optional[float] = None
     refuse: Optional[str] = None
     show_plan: bool = False
+    rehearse_on: Optional[str] = None
     markdown: bool = False
     sources: Dict[str, str] = field(default_factory=dict)
     #: every spelling-source of a password met while resolving; see register_secrets()
@@ -442,6 +449,7 @@ def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -
 
     secrets = url_secrets(values["redis_url"]) if values.get("redis_url") else []
     secrets += url_secrets(values["database_url"]) if values["database_url"] else []
+    secrets += url_secrets(values["rehearse_on"]) if values.get("rehearse_on") else []
     url = None
     try:
         password = _password(values, sources)

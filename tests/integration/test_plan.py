@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 from factory import Rev, args_for, execute, migrategate, scalar, versions, write_project
+from factory import tables as tables_of
 
 MESSAGES, ACCOUNTS = 5000, 120
 
@@ -290,3 +291,134 @@ def test_mariadb_plan_names_the_online_ddl_algorithm(tmp_path, mariadb_url):
     rows = _messages_size(only("index"))["rows"]
     assert 0.8 * MESSAGES <= rows <= 1.2 * MESSAGES
     assert versions(mariadb_url) == ["seed"]
+
+
+# ------------------------------------------------------------------ hostile app code
+
+def test_app_code_that_ends_the_process_ends_only_the_child(tmp_path, pg_url):
+    """The revisions are app code: os._exit(0) while rendering is a failed plan (exit 2,
+    one JSON document), never an exit 0 with a plan that stops early."""
+    mig = write_project(tmp_path, [BASE, Rev("bye", "seed", "import os\nos._exit(0)")],
+                        offline=True)
+    run = migrategate("plan", "--json", *args_for(pg_url, mig))
+    assert run.code == 2, run.output
+    doc = json.loads(run.stdout)
+    assert "exited with status 0 before it finished" in doc["message"]
+
+
+def test_app_code_that_prints_at_import_keeps_stdout_one_document(tmp_path, pg_url):
+    mig = write_project(tmp_path, [BASE, Rev("loud", "seed", "pass",
+                                             header="print('hello from import')")],
+                        offline=True)
+    run = migrategate("plan", "--json", *args_for(pg_url, mig))
+    assert run.code == 0, run.output
+    assert json.loads(run.stdout)["plan"]["revisions"][1]["revision"] == "loud"
+    assert "| hello from import" in run.stderr
+
+
+def test_a_sys_exit_in_a_revision_is_that_revisions_reason(tmp_path, pg_url):
+    mig = write_project(tmp_path, [BASE, Rev("quits", "seed", "import sys\nsys.exit(0)")],
+                        offline=True)
+    doc, _ = _plan(pg_url, mig)
+    quits = doc["plan"]["revisions"][1]
+    assert not quits["planned"] and quits["not_planned"].startswith("called sys.exit(0)")
+
+
+def test_the_rendering_child_never_sees_the_password(tmp_path, pg_url):
+    seen = tmp_path / "seen.txt"
+    spy = Rev("spy", "seed", f'''
+import os
+from alembic import context
+with open({str(seen)!r}, "w") as fh:
+    fh.write(repr(dict(os.environ)) + context.config.get_main_option("sqlalchemy.url"))
+''')
+    mig = write_project(tmp_path, [BASE, spy], offline=True)
+    password = pg_url.split(":")[2].split("@")[0]
+    run = migrategate("plan", *args_for(pg_url, mig),
+                      env={"MIGRATEGATE_DATABASE_PASSWORD_FILE": "", "DB_PASSWORD": password})
+    assert run.code == 0, run.output
+    text = seen.read_text()
+    assert "127.0.0.1" in text  # it did see the URL, without its password
+    assert password not in text
+
+
+# ------------------------------------------------------------------ rehearsal
+
+def _rehearse(url, mig, scratch, *more):
+    return migrategate("plan", "--json", *args_for(url, mig, *more),
+                       env={"MIGRATEGATE_REHEARSE_ON": scratch})
+
+
+def test_a_rehearsal_plans_what_offline_mode_cannot_and_records_the_locks(
+        tmp_path, pg_url, new_pg_url):
+    mig = _seeded(tmp_path, pg_url, RISKY + [READS])
+    scratch = new_pg_url()
+    run = _rehearse(pg_url, mig, scratch)
+    assert run.code == 0, run.output
+    revisions = {r["revision"]: r for r in json.loads(run.stdout)["plan"]["revisions"]}
+    assert list(revisions) == [r.id for r in RISKY] + ["reads"]
+    assert all(r["planned"] and r["source"] == "rehearsal" for r in revisions.values())
+    reads = revisions["reads"]["statements"]
+    assert [s["sql"].split()[0] for s in reads] == ["SELECT", "UPDATE"]
+    # what each statement took beyond what the rehearsal's one transaction already held
+    (notnull,) = revisions["notnull"]["statements"]
+    assert notnull["locks_taken"] == ["AccessExclusiveLock on public.messages"]
+    (index,) = revisions["index"]["statements"]
+    assert index["locks_taken"] == ["ShareLock on public.messages"]
+    (fk,) = revisions["fk"]["statements"]
+    assert {"ShareRowExclusiveLock on public.accounts",
+            "ShareRowExclusiveLock on public.messages"} <= set(fk["locks_taken"])
+    # and the validation's row locks on the referenced rows, which offline rules don't see
+    assert "RowShareLock on public.accounts" in fk["locks_taken"]
+    (retype,) = revisions["retype"]["statements"]
+    assert retype["locks_taken"] == []  # AccessExclusiveLock: held since notnull
+    # sizes are the target's; the scratch database was brought to the target's revision
+    # (committed) and the pending revisions were rolled back
+    assert _messages_size(retype)["rows"] == MESSAGES
+    assert versions(scratch) == ["seed"]
+    assert "n" not in [c["name"] for c in __import__("sqlalchemy").inspect(
+        __import__("sqlalchemy").create_engine(scratch)).get_columns("messages")]
+    assert versions(pg_url) == ["seed"]
+    password = scratch.split(":")[2].split("@")[0]
+    assert password not in run.output
+
+
+def test_a_rehearsal_never_commits_a_revision_that_commits(tmp_path, pg_url, new_pg_url):
+    commits = Rev("commits", "seed", 'op.create_table("early", sa.Column("id", sa.Integer))\n'
+                                     'op.execute("COMMIT")')
+    after = Rev("after", "commits", 'op.create_table("later", sa.Column("id", sa.Integer))')
+    mig = _seeded(tmp_path, pg_url, [commits, after])
+    scratch = new_pg_url()
+    run = _rehearse(pg_url, mig, scratch)
+    assert run.code == 0, run.output
+    revisions = {r["revision"]: r for r in json.loads(run.stdout)["plan"]["revisions"]}
+    assert "it commits" in revisions["commits"]["not_planned"]
+    assert "stopped before it" in revisions["after"]["not_planned"]
+    assert versions(scratch) == ["seed"]
+    assert sorted(tables_of(scratch)) == ["accounts", "alembic_version", "messages"]
+
+
+@pytest.mark.parametrize("spelling", ["same", "localhost"])
+def test_a_rehearsal_never_runs_on_the_target(tmp_path, pg_url, spelling):
+    mig = _seeded(tmp_path, pg_url, RISKY[:1])
+    target = pg_url if spelling == "same" else pg_url.replace("127.0.0.1", "localhost")
+    run = _rehearse(pg_url, mig, target)
+    assert run.code == 2, run.output
+    assert "names the target database itself" in run.stderr
+    assert versions(pg_url) == ["seed"]
+
+
+def test_a_rehearsal_refuses_a_scratch_database_past_the_target(tmp_path, pg_url, new_pg_url):
+    mig = _seeded(tmp_path, pg_url, RISKY[:1])
+    other = new_pg_url()
+    assert migrategate("upgrade", *args_for(other, mig)).code == 0  # at notnull, past seed
+    run = _rehearse(pg_url, mig, other)
+    assert run.code == 2, run.output
+    assert "not on the way to the target's seed" in run.stderr
+
+
+def test_a_rehearsal_is_refused_on_mariadb(tmp_path, mariadb_url):
+    mig = _seeded(tmp_path, mariadb_url, RISKY[:1])
+    run = _rehearse(mariadb_url, mig, mariadb_url)
+    assert run.code == 2, run.output
+    assert "could not be rolled back" in run.stderr
