@@ -17,6 +17,8 @@ tool goes first:
   planned offline (``plan.revisions[*].planned``), the ones that were not with their reasons
   (``not_planned``), the findings by level (``plan.findings``, which counts each not-planned
   revision as one risky finding) and the most frequent rules;
+- on PostgreSQL, the same with ``MIGRATEGATE_REHEARSE_ON`` an empty scratch database: the
+  pending revisions run there in one transaction that is rolled back (``--rehearse-on``);
 - ``flask db upgrade --sql`` (Alembic's own offline mode, the whole chain base -> head, SQL to
   stdout) through the minimal Flask-Migrate app of scripts/dify_acceptance.py (MINIMAL_APP, no
   Dify app factory), checked by counting its ``-- Running upgrade`` lines.
@@ -86,7 +88,8 @@ def main() -> int:
                 server.stop()
     shutil.rmtree(base, ignore_errors=True)
     result = {
-        "measures": "migrategate plan --json --preset dify on an empty database vs flask db "
+        "measures": "migrategate plan --json --preset dify on an empty database (offline, and "
+                    "on PostgreSQL with --rehearse-on an empty scratch database) vs flask db "
                     "upgrade --sql (Alembic offline mode, minimal Flask-Migrate app), whole "
                     "command wall clock; see bench/plan_dify.py",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -113,13 +116,27 @@ def main() -> int:
 def run_backend(kind: str, server: "servers.Server", api: Path, app_file: Path, reps: int,
                 revisions: int, failed: List[str]) -> Dict[str, Any]:
     times: Dict[str, List[float]] = {"plan": [], "alembic_sql": []}
+    tools = ["plan", "alembic_sql"]
+    if kind == "postgresql":  # a rehearsal needs transactional DDL
+        times["rehearse"] = []
+        tools.append("rehearse")
     first: Optional[Dict[str, Any]] = None
+    rehearsed: Optional[Dict[str, Any]] = None
     sql_revisions: Optional[int] = None
     for rep in range(reps):
-        order = ["plan", "alembic_sql"] if rep % 2 == 0 else ["alembic_sql", "plan"]
+        order = tools if rep % 2 == 0 else tools[::-1]
         for tool in order:
             url = servers.create_database(server, "difyplan")
-            if tool == "plan":
+            if tool == "rehearse":
+                env = acc.dify_env(url, api)
+                env["MIGRATEGATE_REHEARSE_ON"] = servers.create_database(server, "scratch")
+                seconds, code, report = acc.timed(api, env, "plan")
+                if code != 0 or "plan" not in report:
+                    failed.append(f"{kind}: migrategate plan --rehearse-on exit {code}: "
+                                  f"{report.get('outcome')} {report.get('message')}")
+                    return {"rehearse_exit": code, "rehearse_report": report}
+                rehearsed = rehearsed or report
+            elif tool == "plan":
                 seconds, code, report = acc.timed(api, acc.dify_env(url, api), "plan")
                 if code != 0 or "plan" not in report:
                     failed.append(f"{kind}: migrategate plan exit {code}: "
@@ -144,7 +161,17 @@ def run_backend(kind: str, server: "servers.Server", api: Path, app_file: Path, 
     rules = collections.Counter((f["level"], f["rule"], f["source"])
                                 for r in revs for s in r["statements"] for f in s["findings"])
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {
+    extra: Dict[str, Any] = {}
+    if rehearsed is not None:
+        rrevs = rehearsed["plan"]["revisions"]
+        extra = {"rehearsed": sum(1 for r in rrevs if r["planned"]),
+                 "rehearsal_not_planned": [{"revision": r["revision"],
+                                            "reason": r["not_planned"]}
+                                           for r in rrevs if not r["planned"]],
+                 "rehearsal_statements_with_locks": sum(
+                     1 for r in rrevs for st in r["statements"] if st["locks_taken"]),
+                 "ratio_rehearse_over_alembic_sql": med["rehearse"] / med["alembic_sql"]}
+    return {**extra,
         "server": plan["server"], "plan_exit": 0, "plan_outcome": first.get("outcome"),
         "plan_message": first.get("message"), "squawk": plan.get("squawk"),
         "pending": len(revs), "planned": sum(1 for r in revs if r["planned"]),
@@ -199,6 +226,13 @@ def summary(kind: str, r: Dict[str, Any], revisions: int) -> str:
     lines.append(f"  median: plan {med['plan']:.2f} s vs flask db upgrade --sql "
                  f"{med['alembic_sql']:.2f} s ({r['alembic_sql_revisions']} revisions) = "
                  f"{r['ratio_plan_over_alembic_sql']:.2f}x")
+    if "rehearsed" in r:
+        lines.append(f"  rehearsal: {r['rehearsed']}/{revisions} planned "
+                     f"({r['rehearsal_statements_with_locks']} statements with locks taken), "
+                     f"{med['rehearse']:.2f} s = {r['ratio_rehearse_over_alembic_sql']:.2f}x "
+                     "flask db upgrade --sql")
+        for n in r["rehearsal_not_planned"]:
+            lines.append(f"  not rehearsed {n['revision']}: {n['reason']}")
     return "\n".join(lines)
 
 

@@ -139,6 +139,10 @@ class Dialect:
         """Current column types where a rule needs them (MySQL's MODIFY/CHANGE)."""
         return {}
 
+    def index_table(self, conn: "Connection", index: str) -> Optional[str]:
+        """The table an existing index belongs to (PostgreSQL's DROP INDEX names no table)."""
+        return None
+
 
 class PostgreSQL(Dialect):
     name = "postgresql"
@@ -268,6 +272,14 @@ class PostgreSQL(Dialect):
     def read_only(self, conn: "Connection") -> None:
         conn.exec_driver_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
 
+    def index_table(self, conn: "Connection", index: str) -> Optional[str]:
+        from sqlalchemy import text
+
+        found = conn.execute(text("SELECT i.indrelid::regclass::text FROM pg_index i "
+                                  "WHERE i.indexrelid = to_regclass(:name)"),
+                             {"name": index}).scalar()
+        return None if found is None else str(found)
+
     def table_size(self, conn: "Connection", name: str) -> Tuple[bool, Optional[int],
                                                                  Optional[int]]:
         from sqlalchemy import text
@@ -277,7 +289,7 @@ class PostgreSQL(Dialect):
             "FROM pg_class c WHERE c.oid = to_regclass(:name)"), {"name": name}).first()
         if row is None:
             return False, None, None
-        rows = int(row[0]) if row[0] is not None and row[0] >= 0 else None
+        rows = int(row[0]) if row[0] is not None and row[0] >= 0 else None  # -1: not analyzed
         if rows is None and row[2] == 0:
             rows = 0  # never analyzed, and no page: empty
         return True, rows, int(row[1])
@@ -453,7 +465,7 @@ class SQLite(Dialect):
 
 def _version_tuple(conn: "Connection") -> Tuple[int, ...]:
     info = getattr(conn.dialect, "server_version_info", None) or ()
-    return tuple(int(p) for p in info if isinstance(p, int))
+    return tuple(int(p) for p in info if isinstance(p, int))[:3]  # MariaDB: 10.11.19-0+deb12
 
 
 def dialect_for(backend: str) -> Dialect:

@@ -137,16 +137,23 @@ def split_documents(text: str) -> List[str]:
     return pieces
 
 
+#: the post-renderer itself runs where helm runs, never in a pod: the chart's code
+#: ConfigMap leaves it out (templates/_internal.tpl, migrategate.internal.sourceFiles)
+NOT_SHIPPED = ("inject.py",)
+
+
 def source_files() -> List[str]:
-    """migrategate's own .py files, package-relative ("presets/dify.py"), sorted: the chart
-    ships the same files (files/migrategate is a symlink to the package)."""
+    """migrategate's own .py files a pod runs, package-relative ("presets/dify.py"),
+    sorted: the chart ships the same files (files/migrategate is a symlink to the
+    package), all but :data:`NOT_SHIPPED`."""
     root = os.path.dirname(os.path.abspath(__file__))
     out = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in files:
-            if name.endswith(".py"):
-                out.append(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/"))
+            path = os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/")
+            if name.endswith(".py") and path not in NOT_SHIPPED:
+                out.append(path)
     return sorted(out)
 
 

@@ -40,6 +40,8 @@ class RenderedStatement:
     version_table: bool = False
     #: the locks it took, read from pg_locks (a rehearsal only)
     locks: List[str] = field(default_factory=list)
+    #: why a rehearsal shows it without having run it
+    note: str = ""
 
 
 @dataclass

@@ -60,13 +60,14 @@ class PlannedStatement:
     lock_wait: str = ""
     #: the locks a rehearsal saw it take (pg_locks); empty when planned offline
     locks_taken: List[str] = field(default_factory=list)
+    note: str = ""  # e.g. a rehearsal did not run it (an autocommit block)
 
     def to_dict(self) -> Dict[str, Any]:
         a = self.assessment
         return {"sql": self.sql, "kind": a.kind, "lock": a.lock, "blocks": a.blocks,
                 "estimate": a.estimate, "algorithm": a.algorithm,
                 "in_transaction": self.in_transaction, "lock_wait": self.lock_wait,
-                "locks_taken": self.locks_taken,
+                "locks_taken": self.locks_taken, "note": self.note,
                 "tables": [dataclasses.asdict(t) for t in self.tables],
                 "findings": [f.to_dict() for f in a.findings]}
 
@@ -147,6 +148,7 @@ def build(settings: Settings, conn: Optional["Connection"], graph: Graph, plan: 
     revisions: List[PlannedRevision] = []
     created: Set[str] = set()
     sizes: Dict[str, TableSize] = {}
+    indexes: Dict[str, str] = {}  # index -> table, for the plan's own CREATE INDEX
     columns: Dict[Tuple[str, str], Tuple[str, bool]] = {}
     for rev in plan.pending:
         r = rendered.get(rev.id)
@@ -161,11 +163,16 @@ def build(settings: Settings, conn: Optional["Connection"], graph: Graph, plan: 
                 if server.kind in ("mysql", "mariadb") and conn is not None:
                     columns.update(_columns_for(dialect, conn, st.sql))
                 a = assess(st.sql, server, columns)
+                _index_table(a, dialect, conn, indexes)
                 planned.statements.append(PlannedStatement(
                     st.sql, a, st.in_transaction,
                     [_size(dialect, conn, t, created, sizes) for t in a.tables],
-                    locks_taken=list(st.locks)))
+                    locks_taken=list(st.locks), note=st.note))
                 created.update(bare(t).lower() for t in a.creates)
+                if a.renamed_to and a.index:
+                    indexes[bare(a.renamed_to).lower()] = a.tables[0] if a.tables else ""
+                elif a.renamed_to and a.tables:
+                    _renamed(a.tables[0], a.renamed_to, created, sizes)
         revisions.append(planned)
     squawk = _squawk(server, revisions)
     for each in revisions:
@@ -182,6 +189,34 @@ def _columns_for(dialect: Any, conn: "Connection", sql: str
     m = re.match(r"\s*ALTER TABLE\s+(\S+)\s+.*\b(MODIFY|CHANGE)\b", sql,
                  re.IGNORECASE | re.DOTALL)
     return dialect.columns(conn, m.group(1)) if m else {}
+
+
+def _index_table(a: Assessment, dialect: Any, conn: Optional["Connection"],
+                 indexes: Dict[str, str]) -> None:
+    """CREATE INDEX records its table; DROP INDEX (PostgreSQL names no table) finds it in
+    the plan, else in the catalog."""
+    if a.index is None:
+        return
+    key = bare(a.index).lower()
+    if a.tables:
+        indexes[key] = a.tables[0]
+    elif indexes.get(key):
+        a.tables = [indexes[key]]
+    elif conn is not None:
+        table = dialect.index_table(conn, a.index)
+        if table:
+            a.tables = [table]
+
+
+def _renamed(old: str, new: str, created: Set[str], sizes: Dict[str, TableSize]) -> None:
+    """After a table rename the new name is the old table: created by the plan, or the
+    existing table with its size."""
+    old_key, new_key = bare(old).lower(), bare(new).lower()
+    if old_key in created:
+        created.add(new_key)
+    elif old_key in sizes:
+        was = sizes[old_key]
+        sizes[new_key] = TableSize(bare(new), was.exists, was.rows, was.bytes)
 
 
 def _size(dialect: Any, conn: Optional["Connection"], name: str, created: Set[str],
@@ -244,19 +279,28 @@ def _squawk(server: Server, revisions: List[PlannedRevision]) -> str:
         return "not used (squawk lints PostgreSQL)"
     from . import squawk
 
-    statements = [st for rev in revisions for st in rev.statements]
-    if not statements:
+    every = [st for rev in revisions for st in rev.statements]
+    if not every:
         return "nothing to lint"
-    version = ".".join(str(p) for p in server.version[:2])
-    try:
-        found = squawk.lint([st.sql for st in statements], version)
-    except (RuntimeError, OSError) as exc:
-        return f"failed: {exc}"
-    if found is None:
+    if squawk.binary() is None:
         return "not installed (pip install 'migrategate[squawk]' adds its findings)"
-    for index, findings in found.items():
-        statements[index].assessment.findings.extend(findings)
-    return f"used ({sum(len(f) for f in found.values())} findings)"
+    version = ".".join(str(p) for p in server.version[:2])
+    total = 0
+    # squawk is told which statements run inside the revision's transaction and which in
+    # an autocommit block (CREATE INDEX CONCURRENTLY must not be flagged as in one)
+    for inside in (True, False):
+        statements = [st for st in every if st.in_transaction is inside]
+        if not statements:
+            continue
+        try:
+            found = squawk.lint([st.sql for st in statements], version,
+                                in_transaction=inside) or {}
+        except (RuntimeError, OSError) as exc:
+            return f"failed: {exc}"
+        for index, findings in found.items():
+            statements[index].assessment.findings.extend(findings)
+            total += len(findings)
+    return f"used ({total} findings)"
 
 
 # ------------------------------------------------------------------ policy
@@ -322,6 +366,8 @@ def render_text(deploy: DeployPlan, out: Callable[[str], None], database: str) -
                 out(f"     tables: {', '.join(t.describe() for t in st.tables)}")
             if st.locks_taken:
                 out(f"     took (rehearsal): {', '.join(st.locks_taken)}")
+            if st.note:
+                out(f"     note: {st.note}")
             if st.lock_wait:
                 out(f"     lock wait: {st.lock_wait}")
             for f in a.findings:

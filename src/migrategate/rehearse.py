@@ -6,21 +6,24 @@ target's current revision, committed: the pending revisions then meet the schema
 will meet on the target, and no lock the setup took masks one they take (locks last
 until the end of a transaction). Then the pending revisions run on a connection we put
 into one transaction first, so Alembic treats it as external and never commits; any
-COMMIT (the connection's, a revision's own, an autocommit block) is refused before it
-reaches the server. After each of their statements the locks the session holds are
-read from ``pg_locks``: what is new is what the statement took. That transaction is
-always rolled back, and the parent checks the scratch database is at the target's
-current revision afterwards, not one step further.
+COMMIT (the connection's, a revision's own) is refused before it reaches the server.
+The statements of an autocommit block (``CREATE INDEX CONCURRENTLY``) are recorded but
+not run: they would commit, and can't run inside a transaction; the rest goes on. After
+each statement the locks the session holds are read from ``pg_locks``: what is new is
+what the statement took. That transaction is always rolled back, and the parent checks
+the scratch database is at the target's current revision afterwards, not one step
+further.
 
 PostgreSQL only: MySQL/MariaDB commit each DDL statement, so nothing there could be
 rolled back. Never the target: the parent refuses a scratch database that is the
-target (same server and database) or that holds a version table.
+target (same server and database) or one past the target's revision.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from . import childproc
 from .errors import ConfigError, MigrategateError
@@ -158,6 +161,16 @@ def _rehearse(job: Dict[str, Any], url: str) -> Dict[str, Any]:
     held: Set[Tuple[str, str]] = set()
     is_version = version_statement(settings.version_table)
     attached: List[Any] = []
+    in_block = [False]
+
+    @contextlib.contextmanager
+    def autocommit_block() -> Iterator[None]:
+        """Alembic's would COMMIT: its statements are recorded, not run (see before)."""
+        in_block[0] = True
+        try:
+            yield
+        finally:
+            in_block[0] = False
 
     def steps(rev: Any, context: Any) -> Any:
         for step in script._upgrade_revs(job["destination"], rev):  # noqa: SLF001
@@ -172,11 +185,24 @@ def _rehearse(job: Dict[str, Any], url: str) -> Dict[str, Any]:
     def refuse(*_: Any) -> None:
         raise _CommitRefused()
 
-    def before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+    skipping: List[str] = []  # inside an autocommit block: the statement not run
+
+    def before(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> Any:
+        if in_block[0]:
+            skipping.append(statement)
+            return "SELECT 1", parameters
         if ends_transaction(statement):
             raise _CommitRefused()
+        return statement, parameters
 
     def after(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if skipping:
+            original = skipping.pop()
+            if current[0] is not None:
+                current[0].statements.append(RenderedStatement(
+                    original.strip().rstrip(";"), False, False,
+                    note="not run in the rehearsal: an autocommit block commits"))
+            return
         raw = cursor.connection.cursor()
         try:
             raw.execute(_LOCKS)
@@ -209,10 +235,12 @@ def _rehearse(job: Dict[str, Any], url: str) -> Dict[str, Any]:
         if not connection.in_transaction():
             connection.begin()  # ours: Alembic then treats it as external, never commits
         event.listen(connection, "commit", refuse)
-        event.listen(connection, "before_cursor_execute", before)
+        event.listen(connection, "before_cursor_execute", before, retval=True)
         event.listen(connection, "after_cursor_execute", after)
         attached.append(connection)
         configure_as_written(connection=connection, **kw)
+        # op.get_context() is this instance: its autocommit blocks become ours
+        env.get_context().autocommit_block = autocommit_block  # type: ignore[method-assign]
 
     env.configure = configure  # type: ignore[method-assign,assignment]
     try:

@@ -68,6 +68,10 @@ class Assessment:
     estimate: str = UNKNOWN
     algorithm: Optional[str] = None  # MySQL/MariaDB online DDL: INSTANT | INPLACE | COPY
     findings: List[Finding] = field(default_factory=list)
+    #: a table rename's new name (the old one is ``tables[0]``)
+    renamed_to: Optional[str] = None
+    #: the index a CREATE INDEX / DROP INDEX names (its table may only be known by the plan)
+    index: Optional[str] = None
 
     def worse(self, other: "Assessment", pg: bool) -> None:
         """Fold another action of the same statement into this one."""
@@ -85,6 +89,7 @@ class Assessment:
             if t not in self.tables:
                 self.tables.append(t)
         self.findings.extend(other.findings)
+        self.renamed_to = other.renamed_to or self.renamed_to
 
 
 Version = Tuple[int, ...]
@@ -208,16 +213,18 @@ def _postgresql(text: str, upper: str, server: Server) -> Assessment:
             result.tables.insert(0, table)
         result.kind = "alter table"
         return result
-    m = _m(rf"CREATE (UNIQUE )?INDEX (CONCURRENTLY )?(?:IF NOT EXISTS )?(?:{_IDENT} )?ON "
+    m = _m(rf"CREATE (UNIQUE )?INDEX (CONCURRENTLY )?(?:IF NOT EXISTS )?(?:({_IDENT}) )?ON "
            rf"(?:ONLY )?{_NAME}", text)
     if m:
+        index = m.group(3)
         if m.group(2):
             return _pg("SHARE UPDATE EXCLUSIVE", kind="create index concurrently",
-                       tables=[m.group(3)], estimate=SCALES, findings=[Finding(
+                       tables=[m.group(4)], index=index, estimate=SCALES, findings=[Finding(
                            "concurrent-index", INFO,
                            "builds the index without blocking reads or writes (two table "
                            "scans); if it fails it leaves an INVALID index to drop")])
-        return _pg("SHARE", kind="create index", tables=[m.group(3)], estimate=SCALES,
+        return _pg("SHARE", kind="create index", tables=[m.group(4)], index=index,
+                   estimate=SCALES,
                    findings=[Finding("non-concurrent-index", RISKY,
                                      "builds the index while blocking writes to the table "
                                      "for as long as the build takes; use CREATE INDEX "
@@ -243,12 +250,17 @@ def _postgresql(text: str, upper: str, server: Server) -> Assessment:
     if m:
         return _pg("ACCESS EXCLUSIVE", kind="truncate", tables=[m.group(1)], estimate=INSTANT,
                    findings=[Finding("truncates", WARNING, "deletes every row of the table")])
-    m = _m(r"DROP INDEX (CONCURRENTLY )?", text)
-    if m:
+    m = _m(rf"DROP INDEX (CONCURRENTLY )?(?:IF EXISTS )?{_NAME}", text)
+    if m:  # its table: from the plan or the catalog (planner.py)
         if m.group(1):
             return _pg("SHARE UPDATE EXCLUSIVE", kind="drop index concurrently",
-                       estimate=INSTANT)
-        return _pg("ACCESS EXCLUSIVE", kind="drop index", estimate=INSTANT)
+                       index=m.group(2), estimate=INSTANT)
+        return _pg("ACCESS EXCLUSIVE", kind="drop index", index=m.group(2), estimate=INSTANT)
+    m = _m(rf"ALTER INDEX (?:IF EXISTS )?{_NAME} RENAME TO ({_IDENT})", text)
+    if m:  # PostgreSQL 12+: SHARE UPDATE EXCLUSIVE; its table from the plan or the catalog
+        return _pg("SHARE UPDATE EXCLUSIVE" if server.at_least(12) else "ACCESS EXCLUSIVE",
+                   kind="rename index", index=m.group(1), renamed_to=m.group(2),
+                   estimate=INSTANT)
     data = _data(text, upper, "ROW EXCLUSIVE", _PG_BLOCKS["ROW EXCLUSIVE"])
     if data is not None:
         return data
@@ -311,6 +323,12 @@ def _pg_action(action: str, up: str, table: str, server: Server) -> Assessment:
         return _pg("ACCESS EXCLUSIVE", kind="", estimate=INSTANT)
     if _m(r"ALTER (COLUMN )?\S+ SET STATISTICS", up):
         return _pg("SHARE UPDATE EXCLUSIVE", kind="", estimate=INSTANT)
+    m = _m(rf"RENAME TO ({_IDENT})$", action)
+    if m:
+        return _pg("ACCESS EXCLUSIVE", kind="", estimate=INSTANT, renamed_to=m.group(1),
+                   findings=[Finding("renames", WARNING,
+                                     "renames a table: queries of pods still running the "
+                                     "previous image fail until they are replaced")])
     if _m(r"RENAME ", up):
         return _pg("ACCESS EXCLUSIVE", kind="", estimate=INSTANT, findings=[
             Finding("renames", WARNING,
@@ -403,10 +421,10 @@ def _mysql(text: str, upper: str, server: Server, columns: Columns) -> Assessmen
         result.tables.insert(0, table)
         result.kind = "alter table"
         return result
-    m = _m(rf"CREATE (UNIQUE |FULLTEXT |SPATIAL )?INDEX {_IDENT} ON {_NAME}", text)
+    m = _m(rf"CREATE (UNIQUE |FULLTEXT |SPATIAL )?INDEX ({_IDENT}) ON {_NAME}", text)
     if m:
         a = _my_index((m.group(1) or "").strip().upper())
-        a.kind, a.tables = "create index", [m.group(2)]
+        a.kind, a.tables, a.index = "create index", [m.group(3)], m.group(2)
         return a
     m = _m(rf"DROP INDEX {_IDENT} ON {_NAME}", text)
     if m:
@@ -423,10 +441,10 @@ def _mysql(text: str, upper: str, server: Server, columns: Columns) -> Assessmen
                           findings=[Finding("drops-table", WARNING,
                                             "drops a table: the running app's code must no "
                                             "longer use it")])
-    m = _m(rf"RENAME TABLE {_NAME}", text)
+    m = _m(rf"RENAME TABLE {_NAME} TO {_NAME}", text)
     if m:
         return Assessment("rename table", [m.group(1)], lock=_MDL, blocks=_BLOCKS["INSTANT"],
-                          estimate=INSTANT, findings=[Finding(
+                          estimate=INSTANT, renamed_to=m.group(2), findings=[Finding(
                               "renames", WARNING, "renames: queries of pods still running "
                               "the previous image fail until they are replaced")])
     data = _data(text, upper, "row locks", "nothing (only the rows it changes)")
@@ -487,10 +505,13 @@ def _my_action(action: str, up: str, table: str, server: Server, columns: Column
     m = _m(rf"RENAME (COLUMN )?({_IDENT}) TO ", action)
     if m and m.group(1):
         return _my_rename(server)
-    if _m(r"RENAME ", up):
-        return _my("INSTANT", INSTANT, [Finding(
-            "renames", WARNING, "renames: queries of pods still running the previous image "
-            "fail until they are replaced")])
+    m = _m(rf"RENAME (?:TO |AS )?({_NAME})$", action)
+    if m:
+        a = _my("INSTANT", INSTANT, [Finding(
+            "renames", WARNING, "renames a table: queries of pods still running the previous "
+            "image fail until they are replaced")])
+        a.renamed_to = m.group(1)
+        return a
     m = _m(rf"MODIFY (?:COLUMN )?({_IDENT})\s+(.*)$", action)
     if m:
         return _my_modify(bare(m.group(1)), None, m.group(2), table, server, columns)

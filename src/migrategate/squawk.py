@@ -48,8 +48,8 @@ def binary() -> Optional[str]:
     return shutil.which("squawk")
 
 
-def lint(statements: Sequence[str], pg_version: str = "",
-         squawk: Optional[str] = None) -> Optional[Dict[int, List[Finding]]]:
+def lint(statements: Sequence[str], pg_version: str = "", squawk: Optional[str] = None,
+         in_transaction: bool = True) -> Optional[Dict[int, List[Finding]]]:
     """Findings by statement index; None when squawk is not installed.
 
     Raises ``RuntimeError`` (with squawk's own words) when squawk runs but fails.
@@ -58,7 +58,8 @@ def lint(statements: Sequence[str], pg_version: str = "",
     if squawk is None:
         return None
     text, starts = _document(statements)
-    args = [squawk, "--reporter", "json", "--assume-in-transaction"]
+    args = [squawk, "--reporter", "json",
+            "--assume-in-transaction" if in_transaction else "--no-assume-in-transaction"]
     if pg_version:
         args += ["--pg-version", pg_version]
     for rule in STYLE_RULES + TIMEOUT_RULES:

@@ -25,6 +25,7 @@ op.create_table("accounts", sa.Column("id", sa.Integer, primary_key=True),
 op.create_table("messages", sa.Column("id", sa.Integer, primary_key=True),
                 sa.Column("account_id", sa.Integer), sa.Column("body", sa.String(50)),
                 sa.Column("old", sa.Text))
+op.create_index("ix_messages_account", "messages", ["account_id"])
 ''', "accounts and messages")
 
 RISKY = [
@@ -245,6 +246,26 @@ def test_upgrade_refuse_by_rule_passes_a_plan_without_it(tmp_path, pg_url):
     assert versions(pg_url) == ["index"]
 
 
+def test_renamed_tables_and_dropped_indexes_keep_their_table(tmp_path, pg_url):
+    """A table renamed by the plan is still the table it was (new on an empty database,
+    sized on a seeded one); DROP INDEX names no table: the catalog (or the plan) has it."""
+    later = [Rev("move", "seed", 'op.rename_table("messages", "notes")'),
+             Rev("ix", "move", 'op.create_index("ix_notes_body", "notes", ["body"])'),
+             Rev("unix", "ix", 'op.drop_index("ix_messages_account", table_name="notes")')]
+    fresh = write_project(tmp_path / "fresh", [BASE, *later], offline=True)
+    doc, _ = _plan(pg_url, fresh)
+    (ix,) = _statements(doc, "ix")
+    assert ix["tables"][0]["name"] == "notes" and ix["tables"][0]["created_by_plan"]
+    assert {f["level"] for f in ix["findings"]} == {"info"}
+    mig = _seeded(tmp_path / "seeded", pg_url, later)
+    doc, _ = _plan(pg_url, mig)
+    (ix,) = _statements(doc, "ix")
+    assert (ix["tables"][0]["name"], ix["tables"][0]["rows"]) == ("notes", MESSAGES)
+    assert "non-concurrent-index" in _rules(ix)
+    (unix,) = _statements(doc, "unix")
+    assert unix["tables"][0]["rows"] == MESSAGES  # found through pg_index: messages
+
+
 def test_plan_options_say_whether_lock_waits_are_bounded(tmp_path, pg_url):
     mig = _seeded(tmp_path, pg_url, [Rev("index", "seed", RISKY[1].upgrade)])
     doc, _ = _plan(pg_url, mig)
@@ -396,6 +417,32 @@ def test_a_rehearsal_never_commits_a_revision_that_commits(tmp_path, pg_url, new
     assert "stopped before it" in revisions["after"]["not_planned"]
     assert versions(scratch) == ["seed"]
     assert sorted(tables_of(scratch)) == ["accounts", "alembic_version", "messages"]
+
+
+def test_a_rehearsal_shows_an_autocommit_block_without_running_it(tmp_path, pg_url, new_pg_url):
+    """Dify's revisions build indexes CONCURRENTLY in autocommit blocks: shown, not run (it
+    would commit), and the chain goes on."""
+    concurrently = Rev("conc", "seed", '''
+with op.get_context().autocommit_block():
+    op.create_index("ix_body_c", "messages", ["body"], postgresql_concurrently=True)
+op.add_column("messages", sa.Column("after", sa.Integer))
+''')
+    later = Rev("later", "conc", 'op.create_index("ix_after", "messages", ["after"])')
+    mig = _seeded(tmp_path, pg_url, [concurrently, later])
+    scratch = new_pg_url()
+    run = _rehearse(pg_url, mig, scratch)
+    assert run.code == 0, run.output
+    revisions = {r["revision"]: r for r in json.loads(run.stdout)["plan"]["revisions"]}
+    assert all(r["planned"] for r in revisions.values()), revisions
+    index, add = revisions["conc"]["statements"]
+    assert index["sql"].startswith("CREATE INDEX CONCURRENTLY ix_body_c")
+    assert index["note"] == "not run in the rehearsal: an autocommit block commits"
+    assert index["locks_taken"] == [] and not index["in_transaction"]
+    assert add["locks_taken"] == ["AccessExclusiveLock on public.messages"]
+    (after,) = revisions["later"]["statements"]
+    assert after["locks_taken"] == ["ShareLock on public.messages"]
+    assert versions(scratch) == ["seed"]
+    assert scalar(scratch, "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_body_c'") == 0
 
 
 @pytest.mark.parametrize("spelling", ["same", "localhost"])

@@ -78,7 +78,8 @@ def test_code_volume_rebuilds_the_package_from_the_migrategate_release_configmap
     assert cm["name"] == "mg-migrategate-code"
     items = {i["path"]: i["key"] for i in cm["items"]}
     assert items["presets/dify.py"] == "presets.dify.py"
-    assert set(items) == set(source_files()) and "inject.py" in items
+    assert set(items) == set(source_files()) and "cli.py" in items
+    assert "inject.py" not in items  # the post-renderer never runs in a pod; not shipped
     mounts = {m["name"]: m["mountPath"] for m in gate_of(api)["volumeMounts"]}
     assert mounts == {"migrategate-tmp": "/tmp", "migrategate-code": "/opt/migrategate/migrategate"}
 

@@ -90,6 +90,21 @@ def test_quoted_and_qualified_names():
     assert create.lock == "SHARE ROW EXCLUSIVE"
 
 
+def test_renames_and_indexes_name_what_the_plan_tracks():
+    a = assess("ALTER TABLE messages RENAME TO notes", PG15)
+    assert (a.tables, a.renamed_to, [f.rule for f in a.findings]) == (
+        ["messages"], "notes", ["renames"])
+    assert assess("ALTER TABLE messages RENAME COLUMN a TO b", PG15).renamed_to is None
+    assert assess("RENAME TABLE messages TO notes", MYSQL8030).renamed_to == "notes"
+    assert assess("ALTER TABLE messages RENAME TO notes", MYSQL8030).renamed_to == "notes"
+    drop = assess("DROP INDEX IF EXISTS ix_body", PG15)
+    assert (drop.index, drop.tables) == ("ix_body", [])  # the planner finds its table
+    assert assess("CREATE INDEX ix_body ON messages (body)", PG15).index == "ix_body"
+    rename = assess("ALTER INDEX ix_body RENAME TO ix_text", PG15)
+    assert (rename.index, rename.renamed_to, rename.lock) == (
+        "ix_body", "ix_text", "SHARE UPDATE EXCLUSIVE")
+
+
 def test_a_string_literal_does_not_change_the_verdict():
     a = assess("UPDATE messages SET body = ' WHERE ' ", PG15)
     assert a.estimate == "scales with table size"
