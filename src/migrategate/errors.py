@@ -157,3 +157,10 @@ EXIT_CODES: Dict[int, str] = {
     130: "interrupted by SIGINT (transaction rolled back, lock released)",
     143: "interrupted by SIGTERM (transaction rolled back, lock released)",
 }
+
+#: exit codes of ``upgrade`` that running it again cannot fix: the chart's Job fails at
+#: once on them (podFailurePolicy FailJob; values.yaml ``failJobOnExitCodes`` is held to
+#: this by a test). Every other code may clear on a retry: 3 (the server comes back),
+#: 5 (the other runner finishes), 11 (the next run continues), 1, 130/143 (the pod was
+#: ended, e.g. evicted).
+RETRY_CANNOT_FIX: Tuple[int, ...] = (2, 4, 6, 7, 8, 9, 12)

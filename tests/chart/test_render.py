@@ -30,8 +30,7 @@ SRC = ROOT / "src" / "migrategate"
 PASSWORD = "s3cr3t-Pa55word"
 
 
-#: runs where helm runs (the post-renderer), never in a pod: not shipped
-OPERATOR_SIDE = ("inject.py",)
+from migrategate.inject import NOT_SHIPPED as OPERATOR_SIDE  # noqa: E402
 
 
 def source_files() -> Dict[str, str]:
@@ -225,6 +224,8 @@ def test_hook_mode(helm: Helm) -> None:
     assert ann["helm.sh/hook-weight"] == "5"
     # never hook-succeeded / hook-failed: a failed Job and its logs stay until the next run
     assert ann["helm.sh/hook-delete-policy"] == "before-hook-creation"
+    # Helm 4 (HIP-0019) prints a failing hook's log itself
+    assert ann["helm.sh/hook-output-log-policy"] == "hook-failed"
     assert job["metadata"]["name"] == "shop-migrategate-migrate"
     # pre-install hooks run before ordinary resources exist: ours become earlier hooks
     for kind in ("ConfigMap", "Secret"):
@@ -427,7 +428,7 @@ MODES: List[Tuple[str, Dict[str, Any]]] = [
 ]
 
 
-@pytest.mark.parametrize("k8s", ["1.29.0", "1.37.0"])
+@pytest.mark.parametrize("k8s", [f"1.{minor}.0" for minor in range(29, 38)])
 def test_manifests_are_valid_kubernetes(helm: Helm, parent_chart: Path, k8s: str) -> None:
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     docs: List[Dict[str, Any]] = []

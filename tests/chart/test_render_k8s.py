@@ -347,6 +347,17 @@ def test_lock_retries_and_statement_timeout_reach_the_job(helm: Helm) -> None:
     assert "--mysql-lock-wait-timeout" not in args
 
 
+def test_the_job_fails_at_once_on_exactly_the_codes_a_retry_cannot_fix(helm: Helm) -> None:
+    """One source of truth with the CLI: errors.RETRY_CANNOT_FIX."""
+    from migrategate.errors import EXIT_CODES, RETRY_CANNOT_FIX
+
+    job = one(helm.template(values=values()), "Job")
+    rule = next(r for r in job["spec"]["podFailurePolicy"]["rules"] if r["action"] == "FailJob")
+    assert rule["onExitCodes"]["values"] == sorted(RETRY_CANNOT_FIX)
+    assert rule["onExitCodes"]["containerName"] == "migrate"
+    assert set(RETRY_CANNOT_FIX) <= set(EXIT_CODES) and not {3, 5, 11} & set(RETRY_CANNOT_FIX)
+
+
 def test_the_plan_step_and_policy_reach_the_job(helm: Helm) -> None:
     args = job_container(helm.template(values=values()))["args"]
     assert "--show-plan" not in args and "--refuse" not in args
