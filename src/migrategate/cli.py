@@ -55,6 +55,8 @@ def _add_option(container: Any, opt: Any, command: str = "") -> None:
         kwargs.update(action="store_true", default=None)
     else:
         kwargs["metavar"] = opt.metavar
+        if opt.choices:
+            kwargs["choices"] = opt.choices
         if opt.kind == "list":
             kwargs["action"] = "append"
     container.add_argument(opt.flag_name, **kwargs)
@@ -194,7 +196,8 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
     guard = SignalGuard(hint=REGISTRY[args.command].interrupted_hint or NOTHING_CHANGED)
     guard.raising = False  # only recorded until _run's try is entered
     with guard:
-        return _run(args, flags, env, Writer(), guard, output)
+        return _run(args, flags, env, Writer(json_lines=output.log_format == "json"), guard,
+                    output)
 
 
 def _run(args: argparse.Namespace, flags: Dict[str, Any], env: Optional[Mapping[str, str]],
@@ -280,7 +283,7 @@ def _usage_report(message: str, output: Any) -> None:
     result = Result("usage", outcome="usage-error", exit_code=2,
                     message=f"usage error: {message}")
     if output.json:
-        _render(result, 2, output, Writer())
+        _render(result, 2, output, Writer(json_lines=output.log_format == "json"))
     else:  # argparse printed the usage and the error on stderr already
         from .report import write_termination_message
 

@@ -30,14 +30,17 @@ class Writer:
     """Timestamped, redacted progress lines to stderr; results to stdout.
 
     ``quiet`` drops progress lines (``--json`` keeps them, on stderr, since
-    stdout then carries exactly one JSON document).
+    stdout then carries exactly one JSON document). ``json_lines`` (``--log-format
+    json``) writes each stderr line as one JSON object (time, level, message) for log
+    pipelines; the message is redacted before it is encoded.
     """
 
     def __init__(self, err: Optional[TextIO] = None, out: Optional[TextIO] = None,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, json_lines: bool = False) -> None:
         self._err = err
         self._out = out
         self.quiet = quiet
+        self.json_lines = json_lines
 
     @property
     def err(self) -> TextIO:
@@ -49,13 +52,24 @@ class Writer:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self._write(self.err, f"{timestamp()} {message}")
+            self._log("info", message)
 
     def warn(self, message: str) -> None:
-        self._write(self.err, f"{timestamp()} warning: {message}")
+        self._log("warning", message)
 
     def error(self, message: str) -> None:
-        self._write(self.err, f"{timestamp()} error: {message}")
+        self._log("error", message)
+
+    def _log(self, level: str, message: str) -> None:
+        if self.json_lines:
+            import json
+
+            line = json.dumps({"time": timestamp(), "level": level, "message": redact(message)},
+                              ensure_ascii=False)
+            self._write(self.err, line, raw=True)
+        else:
+            prefix = "" if level == "info" else f"{level}: "
+            self._write(self.err, f"{timestamp()} {prefix}{message}")
 
     def result(self, text: str, raw: bool = False) -> None:
         """``raw``: already redacted value by value (a JSON document must stay valid)."""

@@ -78,6 +78,8 @@ class Option:
     library: bool = True
     #: the default as documented, when it is computed at run time (``default`` is None)
     shown_default: str = ""
+    #: the values a "str" option takes (empty: any)
+    choices: Tuple[str, ...] = ()
 
     @property
     def envs(self) -> Tuple[str, ...]:
@@ -169,6 +171,11 @@ OPTIONS: Dict[str, Option] = {
         # --- output (decided before anything else: see output_settings) ------------------
         Option("json", "bool", False, group="output", library=False,
                help="print one JSON report on stdout (progress stays on stderr)"),
+        Option("log_format", "str", "text", metavar="FORMAT", group="output", library=False,
+               choices=("text", "json"),
+               help="progress and error lines on stderr: text (a timestamp, then the line) "
+                    "or json (one object a line: time, level, message; the same redaction) "
+                    "for log pipelines; default text"),
         Option("termination_log", "str", metavar="PATH", group="output", library=False,
                shown_default="/dev/termination-log when writable",
                help="write the one-line outcome here (default /dev/termination-log if "
@@ -287,6 +294,7 @@ class Settings:
     termination_log: Optional[str] = None
     redis_url: Optional[str] = None
     json: bool = False
+    log_format: str = "text"
     single_transaction: bool = False
     heartbeat: float = 30.0
     allow_proxy: bool = False
@@ -348,6 +356,8 @@ def _parse(opt: Option, raw: Any, source: str) -> Any:
     """One value of ``opt`` from any source (flag, environment, library, preset): parsed and
     bounds-checked the same way, so a value means the same wherever it comes from."""
     if opt.kind == "str":
+        if raw is not None and opt.choices and str(raw) not in opt.choices:
+            raise ConfigError(f"{source} must be one of {', '.join(opt.choices)}, got {raw!r}")
         return None if raw is None else str(raw)
     if opt.kind == "bool":
         if isinstance(raw, bool):
@@ -403,6 +413,7 @@ class Output:
 
     json: bool = False
     termination_log: Optional[str] = None
+    log_format: str = "text"
 
 
 def output_settings(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -> Output:
@@ -412,13 +423,14 @@ def output_settings(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] =
     :func:`resolve` then reports it."""
     env = os.environ if env is None else env
     values: Dict[str, Any] = {}
-    for name in ("json", "termination_log"):
+    for name in ("json", "termination_log", "log_format"):
         try:
             given = _given(OPTIONS[name], flags, env)
         except ConfigError:
             given = None
         values[name] = given[0] if given else OPTIONS[name].default
-    return Output(json=bool(values["json"]), termination_log=values["termination_log"])
+    return Output(json=bool(values["json"]), termination_log=values["termination_log"],
+                  log_format=values["log_format"])
 
 
 def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -> Settings:

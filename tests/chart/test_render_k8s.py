@@ -358,6 +358,18 @@ def test_the_job_fails_at_once_on_exactly_the_codes_a_retry_cannot_fix(helm: Hel
     assert set(RETRY_CANNOT_FIX) <= set(EXIT_CODES) and not {3, 5, 11} & set(RETRY_CANNOT_FIX)
 
 
+def test_log_format_json_reaches_every_migrategate_container(helm: Helm) -> None:
+    def env_of(container):
+        return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+    assert "MIGRATEGATE_LOG_FORMAT" not in env_of(job_container(helm.template(values=values())))
+    docs = helm.template(values=values(logFormat="json"))
+    assert env_of(job_container(docs))["MIGRATEGATE_LOG_FORMAT"] == "json"
+    assert env_of(one(docs, "Pod")["spec"]["containers"][0])["MIGRATEGATE_LOG_FORMAT"] == "json"
+    out = helm.template_error(values=values(logFormat="yaml"))
+    assert "/logFormat" in out
+
+
 def test_the_plan_step_and_policy_reach_the_job(helm: Helm) -> None:
     args = job_container(helm.template(values=values()))["args"]
     assert "--show-plan" not in args and "--refuse" not in args

@@ -156,6 +156,10 @@ The password is only ever a secretKeyRef or a mounted file.
 - name: MIGRATEGATE_LOCK_NAME
   value: {{ . | quote }}
 {{- end }}
+{{- if eq ($v.logFormat | default "text") "json" }}
+- name: MIGRATEGATE_LOG_FORMAT
+  value: "json"
+{{- end }}
 - name: MIGRATEGATE_CONNECT_TIMEOUT
   value: {{ toString $v.connectTimeout | quote }}
 - name: MIGRATEGATE_TERMINATION_LOG
