@@ -391,3 +391,39 @@ def test_the_mysql_lock_wait_timeout_reaches_the_job(helm: Helm) -> None:
     assert args[args.index("--mysql-lock-wait-timeout") + 1] == "2"
     assert args[args.index("--lock-retries") + 1] == "30"
     assert "--pg-lock-timeout" not in args
+
+
+# --------------------------------------------------------------------------- Argo CD / Flux
+
+def test_argocd_plain_job_wave_goes_on_what_the_job_mounts(helm: Helm) -> None:
+    """Argo CD waits for a wave's resources to be healthy before the next wave: the Job's
+    ConfigMap and Secret must be in its wave, not the default 0 after it."""
+    docs = helm.template(values=values(job={"annotations": {
+        "argocd.argoproj.io/sync-wave": "-1"}}))
+    for kind in ("Job", "ConfigMap", "Secret"):
+        ann = one(docs, kind)["metadata"]["annotations"]
+        assert ann["argocd.argoproj.io/sync-wave"] == "-1", kind
+        assert not any(k.startswith("helm.sh/hook") for k in ann), (kind, ann)
+    plain = helm.template(values=values())
+    assert "annotations" not in one(plain, "ConfigMap")["metadata"]
+
+
+def test_argocd_hook_mode_is_helm_hooks_argo_maps(helm: Helm) -> None:
+    """pre-install,pre-upgrade -> PreSync; before-hook-creation -> BeforeHookCreation (which
+    deletes a failed Job's logs at the next sync, argo-cd#11872: documented)."""
+    docs = helm.template(values=values(job={"hook": {"enabled": True}}))
+    job = one(docs, "Job")["metadata"]["annotations"]
+    assert job["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert job["helm.sh/hook-delete-policy"] == "before-hook-creation"
+    assert not any(k.startswith("argocd.argoproj.io/") for k in job)
+    for kind in ("ConfigMap", "Secret"):
+        ann = one(docs, kind)["metadata"]["annotations"]
+        assert int(ann["helm.sh/hook-weight"]) < int(job["helm.sh/hook-weight"]), kind
+    readme = (CHART / "README.md").read_text()
+    assert "argo-cd#11872" in readme and "BeforeHookCreation" in readme
+
+
+def test_an_argocd_hook_on_the_job_alone_is_refused(helm: Helm) -> None:
+    out = helm.template_error(values=values(job={"annotations": {
+        "argocd.argoproj.io/hook": "PreSync"}}))
+    assert "use job.hook.enabled: true" in out.replace("Use", "use")

@@ -14,7 +14,8 @@ import yaml
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
 ROOT = TESTS.parent
-CHART = ROOT / "charts" / "migrategate"
+# MIGRATEGATE_E2E_CHART: a mutated copy of the chart (tests/e2e/mutations.py)
+CHART = Path(os.environ.get("MIGRATEGATE_E2E_CHART") or ROOT / "charts" / "migrategate")
 MIGRATIONS = TESTS / "chart" / "fixtures" / "migrations"
 BROKEN_C003 = TESTS / "chart" / "fixtures" / "c003_broken.py"
 

@@ -7,6 +7,7 @@ the runtime's own view (docker inspect) for the user and the read-only root.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -37,6 +38,45 @@ def only_job(kube: Kube, ns: str) -> Dict[str, Any]:
     return jobs[0]
 
 
+def assert_hardened(pod: Dict[str, Any], container: str, info: Dict[str, Any]) -> None:
+    """What the pod really runs with: from the API's pod (as admitted) and the runtime."""
+    spec = pod["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["automountServiceAccountToken"] is False
+    (c,) = [c for c in spec["containers"] + spec.get("initContainers", [])
+            if c["name"] == container]
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    host = info["HostConfig"]
+    assert host["ReadonlyRootfs"] is True
+    assert host["CapDrop"] == ["ALL"]
+    assert int(info["Config"]["User"].split(":")[0]) != 0
+    options = host["SecurityOpt"] or []
+    assert any(o.startswith("no-new-privileges") for o in options), options
+    assert not any(o == "seccomp=unconfined" or o == "seccomp:unconfined" for o in options), \
+        f"the runtime ran it without a seccomp profile: {options}"
+    mounts = {m["Destination"]: m for m in info["Mounts"]}
+    assert not any("serviceaccount" in d for d in mounts), sorted(mounts)
+    assert "/tmp" in mounts and mounts["/tmp"]["RW"], "a writable /tmp under the read-only root"
+
+
+def message_from_file(term: Dict[str, Any], command: str) -> None:
+    """The termination message is migrategate's one line, not the log fallback
+    (FallbackToLogsOnError shows the log's last lines when the file is empty)."""
+    assert term["message"].startswith(f"migrategate {command}: exit {term['exitCode']} ("), term
+    assert not re.search(r"^\d{4}-\d\d-\d\dT", term["message"], re.M), term
+
+
+def _seconds(start: str, end: str) -> float:
+    import datetime
+
+    def parse(stamp: str) -> datetime.datetime:
+        return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+
+    return (parse(end) - parse(start)).total_seconds()
+
+
 def only_pod(kube: Kube, ns: str, job: str) -> Dict[str, Any]:
     pods = kube.job_pods(ns, job)
     assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
@@ -48,7 +88,8 @@ def only_pod(kube: Kube, ns: str, job: str) -> Dict[str, Any]:
 def test_job_migrates_a_fresh_database_as_non_root_with_a_read_only_root(
         helm: HelmCLI, kube: Kube, namespace: str, database: Dict[str, str],
         images: Dict[str, str]) -> None:
-    out = helm.install("shop", namespace, chart_values(database, images["app1"]),
+    values = chart_values(database, images["app1"], upgrade={"showPlan": True})
+    out = helm.install("shop", namespace, values,
                        "--wait=watcher", "--wait-for-jobs", "--timeout", "3m")
     assert "podFailurePolicy" in out.stdout, "NOTES say what a 1.20 cluster lacks"
     job = kube.wait_job(namespace, only_job(kube, namespace)["metadata"]["name"])
@@ -58,15 +99,18 @@ def test_job_migrates_a_fresh_database_as_non_root_with_a_read_only_root(
     term = kube.terminated(pod, "migrate")
     assert term["exitCode"] == 0
     assert "verified" in term["message"] and "3 revision(s) applied" in term["message"], term
+    message_from_file(term, "upgrade")
     assert revision(database) == "c003"
     # what the runtime really ran: uid/gid 65532, read-only root, no capabilities
     info = kube.inspect(pod, "migrate")
     assert info["Config"]["User"] == "65532:65532", info["Config"]["User"]
-    assert info["HostConfig"]["ReadonlyRootfs"] is True
-    assert info["HostConfig"]["CapDrop"] == ["ALL"]
-    assert any(o.startswith("no-new-privileges") for o in info["HostConfig"]["SecurityOpt"])
+    assert_hardened(pod, "migrate", info)
     log = kube.container_output(pod, "migrate")
     assert database["password"] not in log and database["password"] not in term["message"]
+    # upgrade.showPlan: the plan, in the Job's log, before the lock (its rendering child
+    # writes to /tmp: the emptyDir under a read-only root)
+    assert "plan: 3 revision(s) to apply" in log and "CREATE TABLE invoices" in log, log
+    assert log.index("plan: 3 revision(s)") < log.index("[3/3] c003"), log
 
 
 def test_upgrade_with_the_same_values_keeps_the_job_and_a_new_tag_verifies_only(
@@ -130,6 +174,7 @@ def test_failing_revision_exits_6_and_the_chart_renders_for_the_clusters_version
         term = kube.terminated(pod, "migrate")
         assert term["exitCode"] == 6, term
         assert "c003" in term["message"], term
+        message_from_file(term, "upgrade")
     assert revision(database) == "c002", "c001 and c002 committed, c003 rolled back"
 
 
@@ -177,8 +222,9 @@ def test_a_sidecar_that_keeps_running_keeps_the_job_unfinished(
     Running, and only activeDeadlineSeconds ends the Job (as Failed)."""
     sidecar = {"name": "proxy", "image": images["app1"], "imagePullPolicy": "Never",
                "command": ["python3", "-c", "import time; time.sleep(10**6)"]}
+    deadline = 40
     values = chart_values(database, images["app1"], job={
-        "extraContainers": [sidecar], "activeDeadlineSeconds": 25, "backoffLimit": 0})
+        "extraContainers": [sidecar], "activeDeadlineSeconds": deadline, "backoffLimit": 0})
     out = helm.install("shop", namespace, values)
     assert "completes only when EVERY container of its pod has exited" in out.stdout
     name = only_job(kube, namespace)["metadata"]["name"]
@@ -190,12 +236,17 @@ def test_a_sidecar_that_keeps_running_keeps_the_job_unfinished(
     pod = kube.until(migrate_done, 60, "migrate to exit", lambda: kube.describe(namespace))
     assert kube.terminated(pod, "migrate")["exitCode"] == 0
     assert revision(database) == "c003"
-    assert pod["status"]["phase"] == "Running", "the sidecar keeps the pod running"
-    assert not kube.job_condition(kube.get(namespace, "jobs", name))
-    job = kube.wait_job(namespace, name, 90)
-    assert kube.job_condition(job) == "Failed"
-    failed = [c for c in job["status"]["conditions"] if c["type"] == "Failed"][0]
-    assert failed["reason"] == "DeadlineExceeded", failed
+    job = kube.wait_job(namespace, name, deadline + 60)
+    # never Complete; Failed by the deadline and by nothing earlier: measured on the Job's
+    # own clock (a condition, not a sleep: a slow start can't make this flaky)
+    conditions = {c["type"]: c for c in job["status"]["conditions"] if c["status"] == "True"}
+    assert set(conditions) == {"Failed"}, conditions
+    assert conditions["Failed"]["reason"] == "DeadlineExceeded", conditions
+    ran = _seconds(job["status"]["startTime"], conditions["Failed"]["lastTransitionTime"])
+    assert ran >= deadline - 1, (ran, deadline)
+    # the sidecar was still running when the deadline ended the pod
+    sidecar_state = kube.terminated(only_pod(kube, namespace, name), "proxy")
+    assert not sidecar_state or sidecar_state["exitCode"] != 0, sidecar_state
 
 
 # --------------------------------------------------------------------------- hook mode
@@ -342,3 +393,142 @@ def test_dify_like_gate_without_a_user_cannot_start(
     waiting = kube.until(refused, 90, "CreateContainerConfigError",
                          lambda: kube.describe(namespace))
     assert "non-numeric user" in waiting["message"], waiting
+
+
+# --------------------------------------------------------------------------- under failure
+
+def _app_pods(kube: Kube, ns: str) -> list:
+    return kube.list(ns, "pods", "app=shop-shop")
+
+
+def _gate_state(pod: Dict[str, Any]) -> Dict[str, Any]:
+    """The gate's last finished run: its current state, else the one before a restart."""
+    for st in pod["status"].get("initContainerStatuses") or []:
+        if st["name"] == "migrategate-wait":
+            return ((st.get("state") or {}).get("terminated")
+                    or (st.get("lastState") or {}).get("terminated") or {})
+    return {}
+
+
+def _app_started(kube: Kube, ns: str) -> bool:
+    return any((st.get("state") or {}).get("running")
+               for pod in _app_pods(kube, ns)
+               for st in pod["status"].get("containerStatuses") or [])
+
+
+def _image(values: Dict[str, Any], image: str) -> None:
+    repo, tag = image.rsplit(":", 1)
+    values["image"] = {"repository": repo, "tag": tag, "pullPolicy": "Never"}
+    values["migrategate"]["image"] = dict(values["image"])
+
+
+def test_the_gate_holds_the_app_while_the_job_fails_and_says_why(
+        helm: HelmCLI, kube: Kube, namespace: str, database: Dict[str, str],
+        images: Dict[str, str], shop_chart: Path) -> None:
+    """The schema is not coming (c003 fails, exit 6): app pods stay in Init, the gate ends
+    with exit 10 after its own timeout (not sooner) and its termination message says why."""
+    timeout = 12
+    values = _shop_values(database, securityContext={"runAsUser": 1001}, timeout=timeout)
+    _image(values, images["broken"])
+    values["migrategate"]["job"] = {"backoffLimit": 0}
+    helm.install("shop", namespace, values, chart=shop_chart)
+    job = kube.wait_job(namespace, only_job(kube, namespace)["metadata"]["name"], 120)
+    assert kube.job_condition(job) == "Failed"
+    term = kube.terminated(only_pod(kube, namespace, job["metadata"]["name"]), "migrate")
+    assert term["exitCode"] == 6, term
+
+    def timed_out() -> Any:
+        found = [(p, _gate_state(p)) for p in _app_pods(kube, namespace)]
+        return next(((p, g) for p, g in found if g.get("exitCode") == 10), None)
+
+    pod, gate = kube.until(timed_out, 120, "a gate to time out", lambda: kube.describe(namespace))
+    assert gate["message"].startswith("migrategate wait: exit 10 ("), gate
+    assert "c003" in gate["message"], gate  # what it waited for
+    assert _seconds(gate["startedAt"], gate["finishedAt"]) >= timeout - 1, gate
+    assert pod["status"]["phase"] == "Pending" and not _app_started(kube, namespace)
+    assert "migrategate-wait" in kube.describe(namespace)
+    assert revision(database) == "c002"
+
+
+def test_a_database_ahead_of_the_image_is_refused_unless_allowed(
+        helm: HelmCLI, kube: Kube, namespace: str, database: Dict[str, str],
+        images: Dict[str, str], shop_chart: Path) -> None:
+    """A rollback to an older image: the database holds a revision the image lacks. The Job
+    and the gates exit 8; with gate.allowAhead both pass and the app starts."""
+    engine = sa.create_engine(database["full"], poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) "
+                             "PRIMARY KEY)"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('d999')"))
+    engine.dispose()
+    values = _shop_values(database, securityContext={"runAsUser": 1001}, timeout=30)
+    _image(values, images["shop"])
+    values["migrategate"]["job"] = {"backoffLimit": 0}
+    helm.install("shop", namespace, values, chart=shop_chart)
+    job = kube.wait_job(namespace, only_job(kube, namespace)["metadata"]["name"], 120)
+    assert kube.job_condition(job) == "Failed"
+    assert kube.terminated(only_pod(kube, namespace, job["metadata"]["name"]),
+                           "migrate")["exitCode"] == 8
+    pod, gate = kube.until(lambda: next(((p, _gate_state(p)) for p in _app_pods(kube, namespace)
+                                         if _gate_state(p).get("exitCode") == 8), None),
+                           90, "a gate to refuse the database", lambda: kube.describe(namespace))
+    assert "d999" in gate["message"], gate
+    assert not _app_started(kube, namespace)
+
+    values["migrategate"]["gate"]["allowAhead"] = True
+    helm.install("shop", namespace, values, chart=shop_chart)
+
+    def running() -> Any:
+        pods = [p for p in _app_pods(kube, namespace) if p["status"].get("phase") == "Running"]
+        return pods if len(pods) == 2 else None
+
+    for pod in kube.until(running, 120, "2 app pods running", lambda: kube.describe(namespace)):
+        assert _gate_state(pod)["exitCode"] == 0
+    assert revision(database) == "d999", "nothing was applied or downgraded"
+
+
+def test_a_pod_deleted_mid_revision_exits_143_rolls_back_and_the_next_pod_converges(
+        helm: HelmCLI, kube: Kube, namespace: str, database: Dict[str, str],
+        images: Dict[str, str]) -> None:
+    """SIGTERM in a pod (a deleted pod, a drained node): within the grace period the
+    statement is cancelled, c003 rolled back, exit 143; the Job's next pod converges."""
+    values = chart_values(database, images["app1"], job={"backoffLimit": 2},
+                          extraEnv=[{"name": "FIXTURE_MIGRATION_SLEEP", "value": "20"}])
+    helm.install("shop", namespace, values)
+    name = only_job(kube, namespace)["metadata"]["name"]
+    engine = sa.create_engine(database["full"], poolclass=sa.pool.NullPool)
+
+    def sleeping() -> set:
+        with engine.connect() as conn:
+            return set(conn.execute(sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
+            )).scalars())
+
+    try:
+        backends = kube.until(sleeping, 90, "c003 to be running",
+                              lambda: kube.describe(namespace))
+        (pod,) = kube.job_pods(namespace, name)
+        (cid,) = [st["containerID"].split("://", 1)[1]
+                  for st in pod["status"]["containerStatuses"] if st["name"] == "migrate"]
+        grace = pod["spec"]["terminationGracePeriodSeconds"]
+        assert grace == 30
+        status, body = kube.c.request(
+            "DELETE", f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}")
+        assert status == 200, body
+
+        def exited() -> Any:
+            state = json.loads(kube.c.docker("inspect", cid).stdout)[0]["State"]
+            return None if state["Running"] else state
+
+        state = kube.until(exited, grace + 10, "the migrate container to exit")
+        assert state["ExitCode"] == 143, state
+        assert not state["OOMKilled"]
+        assert revision(database) == "c002", "c003 rolled back"
+        # its statement was cancelled on the server (the Job's next pod may already sleep
+        # in a backend of its own)
+        assert not backends & sleeping(), "the deleted pod's statement still runs"
+    finally:
+        engine.dispose()
+    job = kube.wait_job(namespace, name, 180)
+    assert kube.job_condition(job) == "Complete", kube.describe(namespace)
+    assert revision(database) == "c003"

@@ -373,6 +373,7 @@ container with "args", the Job's pod settings, extraInitContainers/extraContaine
 {{- $v := .values -}}
 {{- $job := $v.job -}}
 restartPolicy: Never
+terminationGracePeriodSeconds: {{ int $job.terminationGracePeriodSeconds }}
 automountServiceAccountToken: {{ $v.automountServiceAccountToken }}
 enableServiceLinks: false
 {{- with $v.serviceAccountName }}
@@ -501,11 +502,23 @@ template:
 {{- end -}}
 {{- end -}}
 
-{{/* Hook annotations (a dict, JSON) of the ConfigMap and Secret in hook mode: they must exist before the Job. */}}
+{{/*
+Annotations (a dict, JSON) of the ConfigMap and Secret the Job mounts: they must exist
+before the Job. Hook mode: earlier hooks. Argo CD: an argocd.argoproj.io/sync-wave on the
+Job (job.annotations) goes on them too, or Argo would wait for the Job's health in its wave
+before creating them in a later one (a Job stuck in ContainerCreating). Argo CD's own hook
+annotation on the Job is refused: job.hook.enabled makes Helm hooks, which Argo maps.
+*/}}
 {{- define "migrategate.internal.hookAnnotations" -}}
 {{- $a := dict -}}
-{{- if .values.job.hook.enabled -}}
-{{- $a = dict "helm.sh/hook" (join "," .values.job.hook.events) "helm.sh/hook-weight" (sub (int .values.job.hook.weight) 10 | toString) "helm.sh/hook-delete-policy" "before-hook-creation" -}}
+{{- $job := .values.job -}}
+{{- if hasKey ($job.annotations | default dict) "argocd.argoproj.io/hook" -}}
+{{- fail "migrategate: job.annotations sets argocd.argoproj.io/hook: the Job's ConfigMap and Secret would not exist before it. Use job.hook.enabled: true (Argo CD maps pre-install/pre-upgrade to PreSync, with the chart's ConfigMap and Secret as earlier hooks), or the default plain Job (recommended: a failed Job and its logs stay; see the README on Argo CD)" -}}
+{{- end -}}
+{{- if $job.hook.enabled -}}
+{{- $a = dict "helm.sh/hook" (join "," $job.hook.events) "helm.sh/hook-weight" (sub (int $job.hook.weight) 10 | toString) "helm.sh/hook-delete-policy" "before-hook-creation" -}}
+{{- else if hasKey ($job.annotations | default dict) "argocd.argoproj.io/sync-wave" -}}
+{{- $a = dict "argocd.argoproj.io/sync-wave" (index $job.annotations "argocd.argoproj.io/sync-wave" | toString) -}}
 {{- end -}}
 {{- toJson $a -}}
 {{- end -}}
