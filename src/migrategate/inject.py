@@ -77,6 +77,9 @@ class InjectOptions:
     python_path: Sequence[str] = ()
     source_files: Optional[Sequence[str]] = None  # package-relative paths; default: ours
     patterns: List["re.Pattern[str]"] = field(default_factory=list, init=False)
+    #: each pattern's alternatives ('dify-(api|beat)' -> 'dify-(?:api)', 'dify-(?:beat)'):
+    #: every one must match a workload, or a mistyped name leaves a workload ungated
+    alternatives: Dict[str, List["re.Pattern[str]"]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         if not self.workloads:
@@ -88,6 +91,16 @@ class InjectOptions:
             except re.error as exc:
                 raise ConfigError(f"--workload {text!r} is not a valid regular expression: "
                                   f"{exc}") from None
+            variants = alternatives(text)
+            if variants is None:
+                raise ConfigError(
+                    f"--workload {text!r} has more than {MAX_ALTERNATIVES} alternatives; "
+                    "each must match a workload, and so many can't be checked",
+                    "give one --workload per workload (repeatable)")
+            try:
+                self.alternatives[text] = [re.compile(v) for v in variants]
+            except re.error:  # e.g. a backreference to a group the expansion un-named
+                self.alternatives[text] = [self.patterns[-1]]
         self._check_wait_options()
 
     def _check_wait_options(self) -> None:
@@ -194,6 +207,7 @@ def inject(text: str, options: InjectOptions,
     _check_text(text)
     matched = {p.pattern: 0 for p in options.patterns}
     seen: List[str] = []
+    names: List[str] = []  # the workloads' metadata.name, to check each alternative
     unreadable: List[str] = []
     out: List[str] = []
     line = 1
@@ -211,6 +225,7 @@ def inject(text: str, options: InjectOptions,
         changed: List[str] = []
         for workload, target, label in _workloads(loaded.doc):
             seen.append(label)
+            names.append(target)
             hits = [p for p in options.patterns if p.fullmatch(target)]
             if not hits:
                 continue
@@ -240,6 +255,17 @@ def inject(text: str, options: InjectOptions,
                               "form Kubernetes can read", "check what renders it")
         out.append(_dump(yaml, piece, loaded.doc))
     missing = [pattern for pattern, n in matched.items() if n == 0]
+    if not missing:
+        unmatched = [f"{alt.pattern!r} (of {pattern!r})"
+                     for pattern, alts in options.alternatives.items() if len(alts) > 1
+                     for alt in alts if not any(alt.fullmatch(name) for name in names)]
+        if unmatched:
+            raise ConfigError(
+                f"--workload alternative {', '.join(unmatched)} matched no workload in the "
+                f"input (found: {', '.join(seen)}): a workload you meant to gate would start "
+                "ungated; nothing was written",
+                "fix the name (each alternative of a pattern must match), or give one "
+                "--workload per workload")
     if missing:
         found = ", ".join(seen) or "no Deployment, StatefulSet or DaemonSet at all"
         if unreadable:
@@ -247,9 +273,127 @@ def inject(text: str, options: InjectOptions,
         raise ConfigError(
             f"--workload {', '.join(repr(m) for m in missing)} matched no workload in the "
             f"input (found: {found}); nothing was written",
-            "patterns match the whole metadata.name (e.g. 'dify-(api|worker|beat)' or "
-            "'.*-api'); check the release name")
+            "patterns match the whole metadata.name (e.g. --workload dify-api --workload "
+            "dify-worker, or '.*-api'); check the release name")
     return "".join(out)
+
+
+MAX_ALTERNATIVES = 64
+
+
+def alternatives(pattern: str) -> Optional[List[str]]:
+    """The pattern's alternatives, each a regex of its own: every top-level ``|`` and every
+    ``|`` of a group that is not repeated, a lookaround or a character class is expanded
+    ('dify-(api|worker)' -> 'dify-(?:api)', 'dify-(?:worker)'). None when there would be
+    more than :data:`MAX_ALTERNATIVES`. What can't be expanded stays as written (a
+    repeated group '(a|b)+' is one alternative)."""
+    variants = _expand(pattern)
+    return None if variants is None or len(variants) > MAX_ALTERNATIVES else variants
+
+
+def _expand(text: str) -> Optional[List[str]]:
+    branches = _split_top(text, "|")
+    out: List[str] = []
+    for branch in branches:
+        expanded = _expand_sequence(branch)
+        if expanded is None:
+            return None
+        out.extend(expanded)
+        if len(out) > MAX_ALTERNATIVES:
+            return None
+    return out
+
+
+def _expand_sequence(text: str) -> Optional[List[str]]:
+    """A branch without top-level ``|``: its groups expanded, the rest kept."""
+    variants = [""]
+    k = 0
+    while k < len(text):
+        ch = text[k]
+        if ch == "\\":
+            piece, k = text[k:k + 2], k + 2
+            variants = [v + piece for v in variants]
+            continue
+        if ch == "[":
+            end = _class_end(text, k)
+            piece, k = text[k:end], end
+            variants = [v + piece for v in variants]
+            continue
+        if ch != "(":
+            variants = [v + ch for v in variants]
+            k += 1
+            continue
+        end = _group_end(text, k)
+        group = text[k:end]
+        quantified = end < len(text) and text[end] in "*+?{"
+        head = re.match(r"\((\?(:|P<\w+>|<\w+>))?", group)
+        assert head is not None
+        if quantified or group.startswith(("(?=", "(?!", "(?<=", "(?<!")) or (
+                group.startswith("(?") and not head.group(1)):
+            variants = [v + group for v in variants]  # kept whole
+            k = end
+            continue
+        inner = _expand(group[len(head.group(0)):-1])
+        if inner is None:
+            return None
+        variants = [v + "(?:" + alt + ")" for v in variants for alt in inner]
+        if len(variants) > MAX_ALTERNATIVES:
+            return None
+        k = end
+    return variants
+
+
+def _class_end(text: str, start: int) -> int:
+    k = start + 1
+    if k < len(text) and text[k] == "^":
+        k += 1
+    if k < len(text) and text[k] == "]":
+        k += 1
+    while k < len(text) and text[k] != "]":
+        k += 2 if text[k] == "\\" else 1
+    return min(k + 1, len(text))
+
+
+def _group_end(text: str, start: int) -> int:
+    depth, k = 0, start
+    while k < len(text):
+        ch = text[k]
+        if ch == "\\":
+            k += 2
+            continue
+        if ch == "[":
+            k = _class_end(text, k)
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return k + 1
+        k += 1
+    return len(text)
+
+
+def _split_top(text: str, sep: str) -> List[str]:
+    parts, depth, start, k = [], 0, 0, 0
+    while k < len(text):
+        ch = text[k]
+        if ch == "\\":
+            k += 2
+            continue
+        if ch == "[":
+            k = _class_end(text, k)
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == sep and depth == 0:
+            parts.append(text[start:k])
+            start = k + 1
+        k += 1
+    parts.append(text[start:])
+    return parts
 
 
 def _where(number: int, line: int, piece: str) -> str:

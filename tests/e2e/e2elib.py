@@ -146,21 +146,22 @@ class HelmCLI:
         path.write_text(yaml.safe_dump(values, sort_keys=False))
         return str(path)
 
-    def run(self, *args: str, check: bool = True, timeout: float = 300
-            ) -> subprocess.CompletedProcess:
+    def run(self, *args: str, check: bool = True, timeout: float = 300,
+            env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
         post = ["--post-renderer", "hostnet"] if args and args[0] in (
             "install", "upgrade", "template") else []
         proc = subprocess.run([str(self.binary), *args, *post], capture_output=True, text=True,
-                              env=self.env, timeout=timeout)
+                              env={**self.env, **(env or {})}, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} exited {proc.returncode}:\n"
                                  f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return proc
 
     def install(self, release: str, ns: str, values: Dict[str, Any], *extra: str,
-                chart: Path = CHART, check: bool = True) -> subprocess.CompletedProcess:
+                chart: Path = CHART, check: bool = True,
+                env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
         return self.run("upgrade", "--install", release, str(chart), "-n", ns,
-                        "-f", self.values_file(values), *extra, check=check)
+                        "-f", self.values_file(values), *extra, check=check, env=env)
 
 
 def chart_values(db: Dict[str, str], image: str, **over: Any) -> Dict[str, Any]:

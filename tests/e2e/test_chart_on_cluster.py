@@ -532,3 +532,49 @@ def test_a_pod_deleted_mid_revision_exits_143_rolls_back_and_the_next_pod_conver
     job = kube.wait_job(namespace, name, 180)
     assert kube.job_condition(job) == "Complete", kube.describe(namespace)
     assert revision(database) == "c003"
+
+
+# --------------------------------------------------------------------------- inject
+
+def test_inject_gates_a_chart_you_dont_own_until_the_job_verified(
+        helm: HelmCLI, kube: Kube, namespace: str, database: Dict[str, str],
+        images: Dict[str, str]) -> None:
+    """A third-party chart (no migrategate in it) through the real `migrategate inject`
+    post-renderer, beside a migrategate release whose Job is slow: its pod is held until
+    the Job verified, and the gate ran with what it copied from the app container (env,
+    envFrom with the password, securityContext) and the volumes inject added."""
+    mg = chart_values(database, images["app1"],
+                      extraEnv=[{"name": "FIXTURE_MIGRATION_SLEEP", "value": "12"}])
+    helm.install("mg", namespace, mg)
+    job_name = only_job(kube, namespace)["metadata"]["name"]
+    repo, tag = images["shop"].rsplit(":", 1)
+    inject = ["--workload", "tp-web", "--code-configmap", "mg-migrategate-code",
+              "--python", "python3", "--interval", "1", "--timeout", "120"]
+    helm.install("tp", namespace, {"image": {"repository": repo, "tag": tag},
+                                   "databaseUrl": database["url"],
+                                   "databasePassword": database["password"]},
+                 chart=HERE / "charts" / "thirdparty", env={"E2E_INJECT": json.dumps(inject)})
+    (deploy,) = kube.list(namespace, "deployments")
+    gate_spec = deploy["spec"]["template"]["spec"]["initContainers"][0]
+    assert gate_spec["name"] == "migrategate-wait" and gate_spec["args"][0] == "wait"
+    assert gate_spec["envFrom"] == [{"secretRef": {"name": "tp-db"}}]
+    job = kube.wait_job(namespace, job_name, 120)
+    assert kube.job_condition(job) == "Complete", kube.describe(namespace)
+    completed = job["status"]["completionTime"]
+
+    def running() -> Any:
+        pods = [p for p in kube.list(namespace, "pods", "app=tp-web")
+                if p["status"].get("phase") == "Running"]
+        return pods[0] if pods else None
+
+    pod = kube.until(running, 120, "the gated pod to run", lambda: kube.describe(namespace))
+    gate = _gate_state(pod)
+    assert gate["exitCode"] == 0 and "c003" in gate["message"], gate
+    web = pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+    assert web >= gate["finishedAt"] >= completed, (web, gate["finishedAt"], completed)
+    info = kube.inspect(pod, "migrategate-wait")
+    assert info["Config"]["User"].split(":")[0] == "1001"  # the app's securityContext
+    mounts = {m["Destination"] for m in info["Mounts"]}
+    assert {"/tmp", "/opt/migrategate/migrategate"} <= mounts, mounts
+    log = kube.container_output(pod, "migrategate-wait")
+    assert database["password"] not in log

@@ -165,6 +165,47 @@ def test_a_pattern_that_matches_nothing_fails_and_names_what_was_there():
     assert "whole metadata.name" in message
 
 
+def test_each_alternative_of_a_pattern_must_match_a_workload():
+    """douban's beat is dify-worker-beat: 'dify-(api|worker|beat)' gated api and worker and
+    silently left the beat ungated. Each alternative is checked, as a --workload would be."""
+    renamed = TEXT.replace("name: dify-beat", "name: dify-worker-beat")
+    with pytest.raises(ConfigError) as err:
+        inject(renamed, DIFY)
+    message = err.value.one_line()
+    assert "alternative 'dify-(?:beat)' (of 'dify-(api|worker|beat)') matched no workload" \
+        in message
+    assert "dify-worker-beat" in message  # what was there
+    out = docs(inject(renamed, InjectOptions(workloads=["dify-(api|worker|worker-beat)"])))
+    assert gate_of(out["Deployment/dify-worker-beat"])
+
+
+@pytest.mark.parametrize("pattern, expanded", [
+    ("dify-(api|worker|beat)", ["dify-(?:api)", "dify-(?:worker)", "dify-(?:beat)"]),
+    ("a|b", ["a", "b"]),
+    ("(?:x|y)-(1|2)", ["(?:x)-(?:1)", "(?:x)-(?:2)", "(?:y)-(?:1)", "(?:y)-(?:2)"]),
+    ("(?P<n>p|q)z", ["(?:p)z", "(?:q)z"]),
+    ("(a|b)+", ["(a|b)+"]),  # a repeated group is one alternative
+    ("(?=a|b)c", ["(?=a|b)c"]),  # so is a lookahead
+    ("x[|(]y", ["x[|(]y"]),  # and a character class
+    (r"a\|b", [r"a\|b"]),
+    (".*-api", [".*-api"]),
+])
+def test_alternatives(pattern, expanded):
+    from migrategate.inject import alternatives
+
+    assert alternatives(pattern) == expanded
+
+
+def test_too_many_alternatives_are_refused():
+    with pytest.raises(ConfigError, match="more than 64 alternatives"):
+        InjectOptions(workloads=["(a|b)(c|d)(e|f)(g|h)(i|j)(k|l)(m|n)"])
+
+
+def test_a_backreference_keeps_its_pattern_whole():
+    options = InjectOptions(workloads=["(a|b)-\\1"])
+    assert [p.pattern for p in options.alternatives["(a|b)-\\1"]] == ["(a|b)-\\1"]
+
+
 def test_patterns_match_whole_names():
     with pytest.raises(ConfigError, match="'dify' matched no workload"):
         inject(TEXT, InjectOptions(workloads=["dify"]))
