@@ -129,12 +129,15 @@ def _add_inject(sub: Any) -> None:
                      help="where the source is mounted and put on PYTHONPATH")
     inj.add_argument("--python-path", action="append", default=[], metavar="DIR",
                      help="more PYTHONPATH entries (repeat the image's own PYTHONPATH here)")
+    inj.add_argument("--resources", metavar="JSON",
+                     help="the gate's resources as JSON (default: requests = limits = "
+                          "250m CPU, 192Mi memory; '{}' for none)")
     inj.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def _run_inject(args: argparse.Namespace) -> int:
     from .errors import ConfigError
-    from .inject import InjectOptions, decode, inject, parse_env
+    from .inject import InjectOptions, decode, inject, parse_env, parse_resources
     from .log import Writer
 
     try:
@@ -142,7 +145,7 @@ def _run_inject(args: argparse.Namespace) -> int:
             workloads=args.workloads, code_configmap=args.code_configmap, preset=args.preset,
             timeout=args.timeout, interval=args.interval, allow_ahead=args.allow_ahead,
             env=parse_env(args.env), python=args.python, mount_path=args.mount_path,
-            python_path=args.python_path)
+            python_path=args.python_path, resources=parse_resources(args.resources))
         stdin = getattr(sys.stdin, "buffer", None)  # bytes: UTF-8 whatever the locale says
         output = inject(decode(stdin.read()) if stdin is not None else sys.stdin.read(),
                         options, warn=Writer().warn)

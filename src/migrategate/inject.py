@@ -29,6 +29,7 @@ use it, and app images don't need it: ``inject`` runs where ``helm`` runs.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -76,6 +77,8 @@ class InjectOptions:
     mount_path: str = "/opt/migrategate"
     python_path: Sequence[str] = ()
     source_files: Optional[Sequence[str]] = None  # package-relative paths; default: ours
+    #: the gate's resources (None: GATE_RESOURCES)
+    resources: Optional[Dict[str, Any]] = None
     patterns: List["re.Pattern[str]"] = field(default_factory=list, init=False)
     #: each pattern's alternatives ('dify-(api|beat)' -> 'dify-(?:api)', 'dify-(?:beat)'):
     #: every one must match a workload, or a mistyped name leaves a workload ungated
@@ -280,6 +283,14 @@ def inject(text: str, options: InjectOptions,
 
 MAX_ALTERNATIVES = 64
 
+#: the gate's resources unless --resources says otherwise: requests == limits, so an app
+#: whose containers are Guaranteed stays Guaranteed and a quota on limits admits the pod;
+#: the chart's gate.resources default is the same (a test holds them together)
+GATE_RESOURCES: Dict[str, Dict[str, str]] = {
+    "requests": {"cpu": "250m", "memory": "192Mi"},
+    "limits": {"cpu": "250m", "memory": "192Mi"},
+}
+
 
 def alternatives(pattern: str) -> Optional[List[str]]:
     """The pattern's alternatives, each a regex of its own: every top-level ``|`` and every
@@ -394,6 +405,24 @@ def _split_top(text: str, sep: str) -> List[str]:
         k += 1
     parts.append(text[start:])
     return parts
+
+
+def parse_resources(text: Optional[str]) -> Optional[Dict[str, Any]]:
+    """``--resources`` JSON: a mapping of requests/limits to quantities, checked here so a
+    typo fails the render, not the API server's admission of every pod."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"--resources is not JSON: {exc}",
+                          'e.g. --resources \'{"requests": {"cpu": "100m"}}\'') from None
+    if not isinstance(value, dict) or not set(value) <= {"requests", "limits"} or not all(
+            isinstance(v, dict) and all(isinstance(q, (str, int, float)) for q in v.values())
+            for v in value.values()):
+        raise ConfigError("--resources must be a mapping of 'requests' and/or 'limits' to "
+                          "quantities", 'e.g. {"limits": {"memory": "256Mi"}}')
+    return value
 
 
 def _where(number: int, line: int, piece: str) -> str:
@@ -714,6 +743,8 @@ def _gate(app: Dict[str, Any], options: InjectOptions) -> Dict[str, Any]:
     ]
     if app.get("securityContext"):
         gate["securityContext"] = copy.deepcopy(app["securityContext"])
+    gate["resources"] = copy.deepcopy(GATE_RESOURCES if options.resources is None
+                                      else options.resources)
     gate["terminationMessagePath"] = "/dev/termination-log"
     gate["terminationMessagePolicy"] = "FallbackToLogsOnError"
     return gate

@@ -185,6 +185,19 @@ def test_gate_security_context_and_resources_apply_to_the_init_containers(
     assert migrate["resources"] == {"limits": {"memory": "512Mi"}}
 
 
+def test_the_gate_has_guaranteed_shaped_resources_by_default(helm: Helm,
+                                                             parent_chart: Path) -> None:
+    """requests == limits: a Guaranteed app stays Guaranteed, a limits quota admits it; the
+    same default as `migrategate inject` gives (one value, held by this test)."""
+    from migrategate.inject import GATE_RESOURCES
+
+    (wait,) = one(helm.template(chart=parent_chart), "Deployment")["spec"]["template"][
+        "spec"]["initContainers"]
+    assert wait["resources"]["requests"] == wait["resources"]["limits"]
+    assert set(wait["resources"]["limits"]) == {"cpu", "memory"}
+    assert wait["resources"] == GATE_RESOURCES
+
+
 def test_gate_falls_back_to_the_shared_settings(helm: Helm, parent_chart: Path) -> None:
     docs = helm.template(chart=parent_chart, values={"migrategate": {
         "resources": {"requests": {"cpu": "50m"}}}})

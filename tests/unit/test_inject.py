@@ -281,3 +281,28 @@ def test_odd_documents_are_passed_through_not_crashed_on():
     text = odd + TEXT
     out = inject(text, DIFY)
     assert out.startswith(odd)
+
+
+def test_the_gate_gets_guaranteed_shaped_resources_by_default():
+    """Without resources an app with requests = limits drops from Guaranteed to Burstable,
+    and a namespace whose ResourceQuota counts limits (no LimitRange) refuses the pod."""
+    from migrategate.inject import GATE_RESOURCES
+
+    gate = gate_of(docs(inject(TEXT, DIFY))["Deployment/dify-api"])
+    assert gate["resources"] == GATE_RESOURCES
+    assert gate["resources"]["requests"] == gate["resources"]["limits"]
+    own = InjectOptions(workloads=["dify-api"], resources={"limits": {"memory": "1Gi"}})
+    assert gate_of(docs(inject(TEXT, own))["Deployment/dify-api"])["resources"] == {
+        "limits": {"memory": "1Gi"}}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{", "--resources is not JSON"),
+    ('{"limit": {}}', "mapping of 'requests' and/or 'limits'"),
+    ('{"limits": {"cpu": [1]}}', "mapping of 'requests' and/or 'limits'"),
+])
+def test_bad_resources_are_refused_at_render_time(text, message):
+    from migrategate.inject import parse_resources
+
+    with pytest.raises(ConfigError, match=message):
+        parse_resources(text)

@@ -333,7 +333,13 @@ merged over containerSecurityContext (a key set to null removes it).
 {{- $resources := $v.resources -}}
 {{- if eq .role "gate" -}}
 {{- $over = $v.gate.securityContext | default dict -}}
-{{- if $v.gate.resources }}{{ $resources = $v.gate.resources }}{{ end -}}
+{{- if $v.gate.resources }}{{ $resources = $v.gate.resources }}
+{{- else if not $v.resources -}}
+{{- /* requests = limits (Guaranteed stays Guaranteed, a limits quota admits it); the same
+     as `migrategate inject` gives, inject.GATE_RESOURCES (a render test holds them equal) */}}
+{{- $q := dict "cpu" "250m" "memory" "192Mi" -}}
+{{- $resources = dict "requests" $q "limits" (deepCopy $q) -}}
+{{- end -}}
 {{- else -}}
 {{- $over = $v.job.securityContext | default dict -}}
 {{- end -}}
