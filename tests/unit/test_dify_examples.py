@@ -36,9 +36,9 @@ def test_migrategate_source_is_mounted_where_pythonpath_points():
 
 
 def test_api_worker_and_beat_start_only_after_a_successful_migration():
-    for name in ("api", "worker", "worker_beat"):
+    for name in ("api", "api_websocket", "worker", "worker_beat"):
         service = SERVICES[name]
         assert service["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
         assert service["environment"]["MIGRATION_ENABLED"] == "false"
     assert SERVICES["migrate"]["environment"]["MIGRATION_ENABLED"] == "false"
-    assert set(SERVICES) == {"migrate", "api", "worker", "worker_beat"}
+    assert set(SERVICES) == {"migrate", "api", "api_websocket", "worker", "worker_beat"}
