@@ -570,8 +570,14 @@ def test_inject_gates_a_chart_you_dont_own_until_the_job_verified(
     pod = kube.until(running, 120, "the gated pod to run", lambda: kube.describe(namespace))
     gate = _gate_state(pod)
     assert gate["exitCode"] == 0 and "c003" in gate["message"], gate
+    # held: it was waiting while the slow revision ran (the Job's completionTime comes
+    # after its pod exited, so a gate may pass a second before it: c003 committed first)
+    migrate = kube.terminated(only_pod(kube, namespace, job_name), "migrate")
+    assert gate["startedAt"] <= migrate["finishedAt"] <= completed, (gate, migrate, completed)
+    gate_log = kube.container_output(pod, "migrategate-wait")
+    assert "waiting for schema" in gate_log, gate_log
     web = pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
-    assert web >= gate["finishedAt"] >= completed, (web, gate["finishedAt"], completed)
+    assert web >= gate["finishedAt"], (web, gate["finishedAt"])
     info = kube.inspect(pod, "migrategate-wait")
     assert info["Config"]["User"].split(":")[0] == "1001"  # the app's securityContext
     mounts = {m["Destination"] for m in info["Mounts"]}

@@ -38,13 +38,71 @@ def test_extras_options_and_time_zone_are_joined_as_dify_passes_them():
         "-c search_path=dify -c timezone=Asia/Tokyo"
 
 
-@pytest.mark.parametrize("db_type", ["mysql", "oceanbase", "seekdb"])
-def test_mysql_family_uses_pymysql_as_dify_does_and_needs_its_port(db_type):
+def test_mysql_uses_pymysql_as_dify_does_and_needs_its_port():
     with pytest.raises(ConfigError, match="DB_PORT"):
-        resolve({"preset": "dify"}, dict(ENV, DB_TYPE=db_type))
-    u = resolve({"preset": "dify"}, dict(ENV, DB_TYPE=db_type, DB_PORT="3306")).url
+        resolve({"preset": "dify"}, dict(ENV, DB_TYPE="mysql"))
+    u = resolve({"preset": "dify"}, dict(ENV, DB_TYPE="mysql", DB_PORT="3306")).url
     assert (u.drivername, u.port) == ("mysql+pymysql", 3306)
     assert "options" not in u.query  # the session time zone is a PostgreSQL-only setting
+
+
+@pytest.mark.parametrize("db_type", ["oceanbase", "seekdb"])
+def test_untested_mysql_compatibles_are_refused_with_the_reason(db_type):
+    """Dify accepts them; migrategate can't run such a server here to test its GET_LOCK."""
+    with pytest.raises(ConfigError) as err:
+        resolve({"preset": "dify"}, dict(ENV, DB_TYPE=db_type, DB_PORT="2881"))
+    assert f"not tested on {db_type}" in err.value.message and "GET_LOCK" in err.value.message
+
+
+def test_the_legacy_scheme_variable_without_db_type_is_ambiguous_and_refused():
+    """Dify >= 1.10 ignores SQLALCHEMY_DATABASE_URI_SCHEME (PostgreSQL by DB_TYPE's default);
+    older Dify uses it: the preset must not pick MySQL where the api uses PostgreSQL."""
+    with pytest.raises(ConfigError) as err:
+        resolve({"preset": "dify"}, dict(ENV, SQLALCHEMY_DATABASE_URI_SCHEME="mysql+pymysql",
+                                         DB_PORT="3306"))
+    assert "Dify 1.10 and later ignore that variable" in err.value.message
+    assert "set DB_TYPE" in err.value.hint
+    u = resolve({"preset": "dify"}, dict(ENV, SQLALCHEMY_DATABASE_URI_SCHEME="mysql+pymysql",
+                                         DB_TYPE="mysql", DB_PORT="3306")).url
+    assert u.drivername == "mysql+pymysql"
+    assert resolve({"preset": "dify"}, dict(
+        ENV, SQLALCHEMY_DATABASE_URI_SCHEME="postgresql")).url.get_backend_name() == "postgresql"
+
+
+@pytest.mark.parametrize("port, expected", [(" 5432", 5432), ("5433 ", 5433), ("05432", 5432)])
+def test_a_port_difys_settings_accept_is_accepted(port, expected):
+    assert resolve({"preset": "dify"}, dict(ENV, DB_PORT=port)).url.port == expected
+
+
+@pytest.mark.parametrize("port", ["abc", "0", "70000", "54 32"])
+def test_a_port_dify_refuses_is_refused(port):
+    with pytest.raises(ConfigError, match="not a port number"):
+        resolve({"preset": "dify"}, dict(ENV, DB_PORT=port))
+
+
+def test_settings_in_the_app_roots_env_file_are_read_as_dify_reads_them(tmp_path):
+    (tmp_path / ".env").write_text(
+        "# Dify's api/.env\nDB_HOST=from-file\nexport DB_PORT='5544'\n"
+        'DB_PASSWORD="file secret"  \nDB_DATABASE=app # a comment\n')
+    env = {"DB_USERNAME": "dify", "DB_DATABASE": "from-env", "MIGRATEGATE_APP_ROOT": str(tmp_path)}
+    with pytest.raises(ConfigError, match="contains a space"):  # Dify's own URL fails too
+        resolve({"preset": "dify"}, env)
+    (tmp_path / ".env").write_text("DB_HOST=from-file\nexport DB_PORT='5544'\n"
+                                   'DB_PASSWORD="file-secret"\n')
+    s = resolve({"preset": "dify"}, env)
+    u = s.url
+    assert (u.host, u.port, u.password, u.database) == ("from-file", 5544, "file-secret",
+                                                        "from-env")  # the environment wins
+    assert s.sources["database_url"] == f"preset dify (DB_* env and {tmp_path}/.env)"
+    assert "file-secret" in s.secrets
+
+
+def test_remote_settings_are_named_not_guessed():
+    env = {"REMOTE_SETTINGS_SOURCE_NAME": "apollo"}
+    with pytest.raises(ConfigError) as err:
+        resolve({"preset": "dify"}, env)
+    assert "from apollo (REMOTE_SETTINGS_SOURCE_NAME)" in err.value.message
+    assert "DB_*" in err.value.hint
 
 
 def test_mysql_extras_reach_the_driver_unchanged():

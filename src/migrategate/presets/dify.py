@@ -37,18 +37,37 @@ REDIS_LOCK_KEY = "db_upgrade_lock"
 
 #: DB_TYPE values Dify accepts (a pydantic Literal: exact, case-sensitive).
 DB_TYPES = ("postgresql", "mysql", "oceanbase", "seekdb")
+#: DB_TYPE values Dify accepts that migrategate refuses until it is tested on them: their
+#: MySQL-compatible GET_LOCK (the migration lock) and DDL semantics are unverified, and no
+#: such server can be run here
+UNTESTED_DB_TYPES = ("oceanbase", "seekdb")
 
 
 def _scheme(env: Mapping[str, str]) -> str:
+    """Dify >= 1.10 computes the scheme from DB_TYPE (default postgresql) and ignores
+    SQLALCHEMY_DATABASE_URI_SCHEME; older Dify read that variable and had no DB_TYPE."""
     db_type = env.get("DB_TYPE", "")
     if db_type:
         if db_type not in DB_TYPES:
             raise ConfigError(f"DB_TYPE={db_type!r} is not one Dify accepts (its api would "
                               "refuse to start)",
                               f"use exactly one of: {', '.join(DB_TYPES)}")
+        if db_type in UNTESTED_DB_TYPES:
+            raise ConfigError(
+                f"DB_TYPE={db_type}: migrategate is not tested on {db_type} yet (its "
+                "MySQL-compatible GET_LOCK, which the migration lock needs, and its DDL "
+                "behaviour are unverified), so it refuses rather than claim a verified "
+                "migration", "run Dify's own migration for this database for now")
         return "postgresql" if db_type == "postgresql" else "mysql+pymysql"
-    # Dify from before DB_TYPE read the scheme itself from the environment.
-    return env.get("SQLALCHEMY_DATABASE_URI_SCHEME") or "postgresql"
+    legacy = env.get("SQLALCHEMY_DATABASE_URI_SCHEME", "")
+    if legacy and not legacy.startswith("postgresql"):
+        raise ConfigError(
+            f"DB_TYPE is not set and SQLALCHEMY_DATABASE_URI_SCHEME={legacy}: Dify 1.10 and "
+            "later ignore that variable and use PostgreSQL (DB_TYPE's default), Dify before "
+            "1.10 uses it; which one runs here can't be told from the environment",
+            "set DB_TYPE (mysql or postgresql) to what the api uses; Dify before 1.10 ignores "
+            "it, so it is safe to add")
+    return "postgresql"
 
 
 def _check_present(env: Mapping[str, str], password_elsewhere: bool, mysql: bool) -> None:
@@ -81,9 +100,10 @@ def _check_dify_can_use(env: Mapping[str, str], mysql: bool) -> None:
                 f"{name} contains a space: Dify encodes it as '+' and SQLAlchemy decodes "
                 "'+' as '+', so the api would log in with a different value and fail",
                 f"choose a {name.split('_')[1].lower()} without spaces")
-    port = env.get("DB_PORT") or "5432"
-    if not port.isdigit() or int(port) <= 0:
-        raise ConfigError(f"DB_PORT={port!r} is not a port number (Dify would refuse it)")
+    port = (env.get("DB_PORT") or "5432").strip()  # pydantic's int: surrounding space is fine
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"DB_PORT={env.get('DB_PORT')!r} is not a port number (Dify's "
+                          "pydantic setting refuses it, so its api would not start)")
 
 
 def dify_url_string(env: Mapping[str, str], password_elsewhere: bool = False) -> str:
@@ -97,7 +117,8 @@ def dify_url_string(env: Mapping[str, str], password_elsewhere: bool = False) ->
     auth = quote_plus(env["DB_USERNAME"])
     if not password_elsewhere:
         auth += ":" + quote_plus(env["DB_PASSWORD"])
-    return (f"{scheme}://{auth}@{env['DB_HOST']}:{env.get('DB_PORT') or '5432'}/"
+    port = int((env.get("DB_PORT") or "5432").strip())  # Dify formats the parsed int
+    return (f"{scheme}://{auth}@{env['DB_HOST']}:{port}/"
             f"{env['DB_DATABASE']}" + (f"?{query}" if query else ""))
 
 
@@ -173,10 +194,54 @@ def redis_topology(env: Mapping[str, str]) -> Optional[str]:
     return None
 
 
+def read_dotenv(path: str) -> Dict[str, str]:
+    """``KEY=VALUE`` lines of a .env file as pydantic-settings (python-dotenv) reads them:
+    comments, ``export``, single or double quotes; {} when there is no such file."""
+    out: Dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip()
+        if key.startswith("export "):
+            key = key[len("export "):].strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        out[key] = value
+    return out
+
+
+def _settings_env(env: Mapping[str, str], app_root: str) -> Dict[str, str]:
+    """What Dify's api reads: the environment, then ``<app root>/.env`` (its pydantic
+    settings read .env from the working directory, which is the app root in its image).
+    Settings from a remote source (Apollo, Nacos) can't be read here: refused, by name."""
+    merged = {**read_dotenv(os.path.join(app_root, ".env")), **env}
+    remote = merged.get("REMOTE_SETTINGS_SOURCE_NAME", "").strip()
+    if remote and not merged.get("DB_HOST"):
+        raise ConfigError(
+            f"Dify reads its settings from {remote} (REMOTE_SETTINGS_SOURCE_NAME), which "
+            "migrategate cannot read, and DB_HOST is not in the environment",
+            "pass the DB_* variables (or --database-url) to the migration Job as well")
+    return merged
+
+
 def defaults(env: Mapping[str, str], given: Mapping[str, Any] = _NOTHING) \
         -> Dict[str, Tuple[Any, str]]:
     """Defaults under flags and MIGRATEGATE_* env. ``--app-root DIR`` (or
     MIGRATEGATE_APP_ROOT) moves the migrations default to DIR/migrations, as in Dify's tree."""
+    app_root = str(given.get("app_root") or APP_ROOT)
+    dotenv = os.path.join(app_root, ".env")
+    from_file = {k for k in read_dotenv(dotenv) if k not in env}
+    env = _settings_env(env, app_root)
     out: Dict[str, Tuple[Any, str]] = {
         "migrations": (MIGRATIONS, "preset dify"),
         "app_root": (APP_ROOT, "preset dify"),
@@ -184,8 +249,10 @@ def defaults(env: Mapping[str, str], given: Mapping[str, Any] = _NOTHING) \
     }
     if "database_url" not in given:
         password_elsewhere = bool({"password", "password_file"} & set(given))
-        out["database_url"] = (database_url(env, password_elsewhere),
-                               "preset dify (DB_* env)")
+        source = "preset dify (DB_* env)"
+        if any(k.startswith("DB_") for k in from_file):
+            source = f"preset dify (DB_* env and {dotenv})"
+        out["database_url"] = (database_url(env, password_elsewhere), source)
     if "redis_url" not in given and not redis_topology(env):
         url = redis_url(env)
         if url:
