@@ -111,7 +111,7 @@ def _add_inject(sub: Any) -> None:
         description="Read Kubernetes manifests on stdin, prepend a migrategate-wait "
                     "initContainer to each Deployment/StatefulSet/DaemonSet whose name matches "
                     "a --workload pattern, write them on stdout. Needs PyYAML "
-                    "(pip install 'migrategate[inject]').")
+                    "(pip install PyYAML; see docs/dify.md).")
     inj.add_argument("--workload", dest="workloads", action="append", default=[],
                      metavar="REGEX", help="workload name pattern, matched against the whole "
                                            "name (repeatable; each must match something)")

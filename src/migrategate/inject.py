@@ -22,7 +22,7 @@ an error (exit 2), so a renamed release cannot silently lose its gate; so is a s
 workload the gate cannot be added to (a null container, an env that is not a list, ...). A
 document PyYAML cannot read is written back unchanged and named on stderr.
 
-PyYAML is needed (``pip install 'migrategate[inject]'``); the rest of migrategate does not
+PyYAML is needed (``pip install PyYAML`` where helm runs); the rest of migrategate does not
 use it, and app images don't need it: ``inject`` runs where ``helm`` runs.
 """
 
@@ -132,8 +132,8 @@ def _yaml() -> Any:
     except ImportError:
         raise ConfigError(
             "migrategate inject needs PyYAML, which is not installed in this Python",
-            "pip install 'migrategate[inject]' (or pip install PyYAML) where helm runs; "
-            "app images don't need it") from None
+            "pip install PyYAML for the Python that runs inject (the Helm plugin: python3, "
+            "or MIGRATEGATE_PYTHON) where helm runs; app images don't need it") from None
     return yaml
 
 

@@ -35,9 +35,23 @@ def dify_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return chart
 
 
+@pytest.fixture(scope="module", autouse=True)
+def squatter(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `migrategate` first on PATH that is not ours: the plugin must never run it."""
+    bin_dir = tmp_path_factory.mktemp("squatter")
+    fake = bin_dir / "migrategate"
+    fake.write_text("#!/bin/sh\necho 'SQUATTED: not the plugin s migrategate' >&2\nexit 99\n")
+    fake.chmod(0o755)
+    os.environ["MIGRATEGATE_TEST_SQUATTER"] = str(bin_dir)
+    return bin_dir
+
+
 def _env() -> Dict[str, str]:
     env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("MIGRATEGATE_INJECT_COMMAND", None)
+    # the squatter first on PATH; the plugin's own source, run by an interpreter with PyYAML
+    env["PATH"] = f"{os.environ['MIGRATEGATE_TEST_SQUATTER']}{os.pathsep}{env.get('PATH', '')}"
+    env["MIGRATEGATE_PYTHON"] = sys.executable
     env["HELM_PLUGINS"] = str(PLUGINS)
     return env
 
@@ -124,8 +138,35 @@ def test_helm3_post_renderer_executable_adds_the_gate(dify_chart: Path) -> None:
     version = subprocess.run([str(helm3), "version", "--short"], capture_output=True,
                              text=True).stdout
     assert version.startswith("v3."), version
-    args = [str(helm3), "template", "dify", str(dify_chart), "--post-renderer", "migrategate",
-            *_post_renderer_args(["inject", *INJECT_ARGS])]
+    # Helm 3 takes an executable: the plugin's script, which runs the source it ships
+    script = PLUGINS / "migrategate-inject" / "inject.sh"
+    args = [str(helm3), "template", "dify", str(dify_chart), "--post-renderer", str(script),
+            *_post_renderer_args(INJECT_ARGS)]
     proc = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert _gated(proc.stdout) == ["dify-api", "dify-beat", "dify-worker"]
+
+
+def test_the_plugin_runs_the_migrategate_it_ships_never_one_on_path(
+        helm: Helm, dify_chart: Path) -> None:
+    """A `migrategate` first on PATH (a squatted package, a stale install) is never run:
+    the gate comes from the plugin's own source, the checkout's src/migrategate."""
+    link = PLUGINS / "migrategate-inject" / "migrategate"
+    assert link.is_symlink() and link.resolve() == (ROOT / "src" / "migrategate").resolve()
+    proc = subprocess.run(
+        [str(helm.binary), "template", "dify", str(dify_chart),
+         "--post-renderer", "migrategate-inject", *_post_renderer_args(INJECT_ARGS)],
+        capture_output=True, text=True, env=_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "SQUATTED" not in proc.stdout + proc.stderr
+    assert shutil.which("migrategate", path=_env()["PATH"]) == str(
+        Path(os.environ["MIGRATEGATE_TEST_SQUATTER"]) / "migrategate")
+
+
+def test_a_missing_interpreter_module_is_a_clear_failure(helm: Helm, dify_chart: Path) -> None:
+    env = dict(_env(), MIGRATEGATE_PYTHON="/nonexistent/python3")
+    proc = subprocess.run(
+        [str(helm.binary), "template", "dify", str(dify_chart),
+         "--post-renderer", "migrategate-inject", *_post_renderer_args(INJECT_ARGS)],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode != 0 and proc.stdout == ""

@@ -222,7 +222,7 @@ def test_without_pyyaml_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "yaml", None)
     with pytest.raises(ConfigError) as err:
         inject(TEXT, DIFY)
-    assert "PyYAML" in err.value.message and "migrategate[inject]" in err.value.hint
+    assert "PyYAML" in err.value.message and "pip install PyYAML" in err.value.hint
 
 
 def test_statefulsets_and_daemonsets_are_workloads_too():
