@@ -18,6 +18,7 @@ import sys
 import tempfile
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from .errors import ConfigError, MigrategateError
 from .log import Writer
 
 #: environment variables that may carry a password: a child that only reads app code
@@ -71,6 +72,33 @@ def read_private(path: str) -> Dict[str, Any]:
         data: Dict[str, Any] = json.load(fh)
     os.unlink(path)
     return data
+
+
+def reported(code: Optional[int], result: Optional[Dict[str, Any]], what: str, why: str,
+             hint: str) -> Dict[str, Any]:
+    """The child's result, or its error raised as the typed error it reported; a child that
+    left no result ("{what} was killed by SIGKILL before it finished ({why})") is a
+    ConfigError."""
+    if result is None:
+        raise ConfigError(f"{what} {how_it_ended(code)} before it finished ({why})", hint)
+    error = result.get("error")
+    if error:
+        err = MigrategateError(error["message"], error.get("hint"))
+        err.exit_code, err.outcome = int(error["exit_code"]), error["outcome"]
+        raise err
+    return result
+
+
+def error_result(exc: BaseException, message: str, hint: str) -> Dict[str, Any]:
+    """The child's report of an error: a MigrategateError as it is; anything else app code
+    raised (SystemExit included) as a configuration error, ``message`` with ``{what}``."""
+    if isinstance(exc, MigrategateError):
+        return {"error": {"exit_code": exc.exit_code, "outcome": exc.outcome,
+                          "message": exc.message, "hint": exc.hint}}
+    what = (f"called sys.exit({exc.code})" if isinstance(exc, SystemExit)
+            else f"raised {type(exc).__name__}: {exc}")
+    return {"error": {"exit_code": 2, "outcome": "config-error",
+                      "message": message.format(what=what), "hint": hint}}
 
 
 def how_it_ended(code: Optional[int]) -> str:

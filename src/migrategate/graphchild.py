@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from . import childproc
-from .errors import ConfigError, MigrategateError
+from .errors import ConfigError
 from .graph import Graph, Revision
 from .log import Writer, default_writer
 from .settings import Settings
@@ -39,21 +39,14 @@ def load_in_child(settings: Settings, writer: Writer = default_writer) -> Graph:
             f"loading the revision files took longer than {LOAD_SECONDS:.0f} s (they "
             "import app code; something at import time waits)",
             "run 'alembic history' in the image to see what hangs; nothing was applied")
-    return _graph(result, code)
+    return _graph(childproc.reported(
+        code, result, "the process loading the revision files",
+        "a revision file or a module it imports ends the process at import: "
+        "sys.exit/os._exit?",
+        "fix the revision file; nothing was applied"))
 
 
-def _graph(result: Optional[Dict[str, Any]], code: int) -> Graph:
-    if result is None:
-        raise ConfigError(
-            f"the process loading the revision files {childproc.how_it_ended(code)} "
-            "before it finished (a revision "
-            "file or a module it imports ends the process at import: sys.exit/os._exit?)",
-            "fix the revision file; nothing was applied") from None
-    error = result.get("error")
-    if error:
-        err = MigrategateError(error["message"], error.get("hint"))
-        err.exit_code, err.outcome = int(error["exit_code"]), error["outcome"]
-        raise err
+def _graph(result: Dict[str, Any]) -> Graph:
     revisions = [Revision(r["id"], tuple(r["down"]), tuple(r["depends_on"]),
                           tuple(r["branch_labels"]), r["message"], r["path"])
                  for r in result["revisions"]]
@@ -83,17 +76,11 @@ def main() -> None:
     result_path, job = sys.argv[1], json.loads(sys.argv[2])
     try:
         result = _load(job)
-    except MigrategateError as exc:
-        result = {"error": {"exit_code": exc.exit_code, "outcome": exc.outcome,
-                            "message": exc.message, "hint": exc.hint}}
     except BaseException as exc:  # noqa: BLE001 - app code at import: reported, exit 2
-        what = (f"called sys.exit({exc.code})" if isinstance(exc, SystemExit)
-                else f"raised {type(exc).__name__}: {exc}")
-        result = {"error": {"exit_code": 2, "outcome": "config-error",
-                            "message": f"a revision file (or a module it imports) {what} "
-                                       "while the revision files were loading",
-                            "hint": "fix the revision file (--debug shows its output); "
-                                    "nothing was applied"}}
+        result = childproc.error_result(
+            exc, "a revision file (or a module it imports) {what} while the revision files "
+                 "were loading", "fix the revision file (--debug shows its output); "
+                                 "nothing was applied")
     childproc.write_result(result_path, result)
 
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from . import childproc
-from .errors import ConfigError, MigrategateError
 from .log import Writer
 from .pending import Plan
 from .settings import Settings
@@ -74,19 +73,18 @@ def render_in_child(settings: Settings, plan: Plan, writer: Writer) -> Dict[str,
            "current": [r for r in plan.current if r not in plan.unknown],
            "destination": plan.destination}
     code, result = childproc.run("migrategate.offline", job, RENDER_SECONDS, writer)
-    if result is None:
-        raise ConfigError(
-            f"the process rendering the pending revisions' SQL {childproc.how_it_ended(code)}"
-            " before it finished (env.py or a revision file ends the process or hangs?)",
-            "run 'alembic upgrade --sql' in the image to see where; nothing was changed")
-    error = result.get("error")
-    if error:
-        err = MigrategateError(error["message"], error.get("hint"))
-        err.exit_code, err.outcome = int(error["exit_code"]), error["outcome"]
-        raise err
+    return rendered_from(childproc.reported(
+        code, result, "the process rendering the pending revisions' SQL",
+        "env.py or a revision file ends the process, or hangs?",
+        "run 'alembic upgrade --sql' in the image to see where; nothing was changed"),
+        "offline")
+
+
+def rendered_from(result: Dict[str, Any], source: str) -> Dict[str, Rendered]:
+    """A rendering child's result, by revision id."""
     return {r["revision"]: Rendered(r["revision"],
                                     [RenderedStatement(**s) for s in r["statements"]],
-                                    r.get("error"))
+                                    r.get("error"), source=source)
             for r in result["revisions"]}
 
 
@@ -212,16 +210,11 @@ def main() -> None:
     result_path, job = sys.argv[1], __import__("json").loads(sys.argv[2])
     try:
         result = _render(job)
-    except MigrategateError as exc:
-        result = {"error": {"exit_code": exc.exit_code, "outcome": exc.outcome,
-                            "message": exc.message, "hint": exc.hint}}
     except BaseException as exc:  # noqa: BLE001 - env.py is app code: reported, exit 2
-        what = (f"called sys.exit({exc.code})" if isinstance(exc, SystemExit)
-                else f"raised {type(exc).__name__}: {exc}")
-        result = {"error": {"exit_code": 2, "outcome": "config-error",
-                            "message": f"env.py {what} in offline mode (Alembic's --sql)",
-                            "hint": "env.py needs its offline branch (run_migrations_offline "
-                                    "in Alembic's template) for plan; nothing was changed"}}
+        result = childproc.error_result(
+            exc, "env.py {what} in offline mode (Alembic's --sql)",
+            "env.py needs its offline branch (run_migrations_offline in Alembic's template) "
+            "for plan; nothing was changed")
     childproc.write_result(result_path, result)
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Set, Tupl
 from . import childproc
 from .errors import ConfigError, MigrategateError
 from .log import Writer
-from .offline import Rendered, RenderedStatement
+from .offline import Rendered, RenderedStatement, rendered_from
 from .pending import Plan, read_current
 from .settings import Settings
 
@@ -113,20 +113,11 @@ def rehearse_in_child(settings: Settings, target: "Connection", graph: "Graph", 
             f"after the rehearsal, not at the target's {', '.join(plan.current) or '(empty)'}:"
             " something committed in spite of the rehearsal's transaction, or the setup "
             "failed", "drop the scratch database; plan without --rehearse-on")
-    if result is None:
-        raise ConfigError(
-            f"the rehearsal process {childproc.how_it_ended(code)} before it finished "
-            "(env.py or a revision ends the process or hangs?)",
-            "nothing was changed on the target; the scratch database was rolled back")
-    error = result.get("error")
-    if error:
-        err = MigrategateError(error["message"], error.get("hint"))
-        err.exit_code, err.outcome = int(error["exit_code"]), error["outcome"]
-        raise err
-    return {r["revision"]: Rendered(r["revision"],
-                                    [RenderedStatement(**s) for s in r["statements"]],
-                                    r.get("error"), source="rehearsal")
-            for r in result["revisions"]}
+    return rendered_from(childproc.reported(
+        code, result, "the rehearsal process",
+        "env.py or a revision ends the process, or hangs?",
+        "nothing was changed on the target; the scratch database was rolled back"),
+        "rehearsal")
 
 
 # ------------------------------------------------------------------ the child
@@ -320,9 +311,9 @@ def main() -> None:
         register_secret(secret)
     try:
         result = _rehearse(job, url)
-    except MigrategateError as exc:
-        result = {"error": {"exit_code": exc.exit_code, "outcome": exc.outcome,
-                            "message": exc.message, "hint": exc.hint}}
+    except BaseException as exc:  # noqa: BLE001 - env.py is app code: reported, exit 2
+        result = childproc.error_result(exc, "the rehearsal {what}",
+                                        "nothing was changed on the target")
     childproc.write_result(result_path, result)
 
 

@@ -192,6 +192,20 @@ _VOLATILE = re.compile(r"\b(RANDOM|CLOCK_TIMESTAMP|TIMEOFDAY|GEN_RANDOM_UUID|UUI
                        r"UUIDV[47]|NEXTVAL|TXID_CURRENT)\s*\(")
 
 
+def _drops(what: str) -> Finding:
+    if what == "a column":
+        return Finding("drops-column", WARNING,
+                       "drops a column: pods still running the previous image must not read "
+                       "it (deploy the code that stops using it first)")
+    return Finding("drops-table", WARNING,
+                   "drops a table: the running app's code must no longer use it")
+
+
+def _renames(what: str) -> Finding:
+    return Finding("renames", WARNING, f"renames {what}: queries of pods still running the "
+                   "previous image fail until they are replaced")
+
+
 def _pg(lock: str, **kw: object) -> Assessment:
     return Assessment(lock=lock, blocks=_PG_BLOCKS[lock], **kw)  # type: ignore[arg-type]
 
@@ -243,9 +257,7 @@ def _postgresql(text: str, upper: str, server: Server) -> Assessment:
     if m:
         names = [n.strip() for n in m.group(1).split(",")]
         return _pg("ACCESS EXCLUSIVE", kind="drop table", tables=names, estimate=INSTANT,
-                   findings=[Finding("drops-table", WARNING,
-                                     "drops a table: the running app's code must no longer "
-                                     "use it")])
+                   findings=[_drops("a table")])
     m = _m(rf"TRUNCATE (?:TABLE )?(?:ONLY )?{_NAME}", text)
     if m:
         return _pg("ACCESS EXCLUSIVE", kind="truncate", tables=[m.group(1)], estimate=INSTANT,
@@ -304,9 +316,7 @@ def _pg_action(action: str, up: str, table: str, server: Server) -> Assessment:
         return _pg_add_column(up, server)
     if _m(r"DROP (COLUMN )?", up):
         return _pg("ACCESS EXCLUSIVE", kind="", estimate=INSTANT, findings=[
-            Finding("drops-column", WARNING,
-                    "drops a column: pods still running the previous image must not read "
-                    "it (deploy the code that stops using it first)")])
+            _drops("a column")])
     if _m(r"ALTER (COLUMN )?\S+ (SET DATA )?TYPE ", up):
         return _pg("ACCESS EXCLUSIVE", kind="", estimate=SCALES, findings=[
             Finding("type-change", RISKY,
@@ -326,14 +336,10 @@ def _pg_action(action: str, up: str, table: str, server: Server) -> Assessment:
     m = _m(rf"RENAME TO ({_IDENT})$", action)
     if m:
         return _pg("ACCESS EXCLUSIVE", kind="", estimate=INSTANT, renamed_to=m.group(1),
-                   findings=[Finding("renames", WARNING,
-                                     "renames a table: queries of pods still running the "
-                                     "previous image fail until they are replaced")])
+                   findings=[_renames("a table")])
     if _m(r"RENAME ", up):
-        return _pg("ACCESS EXCLUSIVE", kind="", estimate=INSTANT, findings=[
-            Finding("renames", WARNING,
-                    "renames: queries of pods still running the previous image fail "
-                    "until they are replaced")])
+        return _pg("ACCESS EXCLUSIVE", kind="", estimate=INSTANT,
+                   findings=[_renames("a column")])
     if _m(r"SET (TABLESPACE|LOGGED|UNLOGGED|ACCESS METHOD)", up):
         return _pg("ACCESS EXCLUSIVE", kind="", estimate=SCALES, findings=[
             Finding("rewrites-table", RISKY, "rewrites the table while blocking reads and "
@@ -397,10 +403,17 @@ def _instant_rename(server: Server) -> bool:
     return server.at_least(10, 5) if server.kind == "mariadb" else server.at_least(8, 0, 28)
 
 
-_COPY = Finding("copy-algorithm", RISKY,
-                "the server copies the table (ALGORITHM=COPY): writes are blocked for as "
-                "long as the copy takes", scales=True)
-_REBUILD = Finding("inplace-rebuild", WARNING,
+# Findings are made fresh for each statement: planner._moot changes a finding's level
+# and message for the statement it belongs to, never for the others.
+
+def _copy() -> Finding:
+    return Finding("copy-algorithm", RISKY,
+                   "the server copies the table (ALGORITHM=COPY): writes are blocked for as "
+                   "long as the copy takes", scales=True)
+
+
+def _rebuild() -> Finding:
+    return Finding("inplace-rebuild", WARNING,
                    "the server rebuilds the table in place (ALGORITHM=INPLACE): reads and "
                    "writes go on, but it takes time and I/O in proportion to the table and "
                    "replicas apply it afterwards", scales=True)
@@ -438,15 +451,12 @@ def _mysql(text: str, upper: str, server: Server, columns: Columns) -> Assessmen
     if m:
         return Assessment("drop table", [n.strip() for n in m.group(1).split(",")], lock=_MDL,
                           blocks="nothing once the metadata lock is granted", estimate=INSTANT,
-                          findings=[Finding("drops-table", WARNING,
-                                            "drops a table: the running app's code must no "
-                                            "longer use it")])
+                          findings=[_drops("a table")])
     m = _m(rf"RENAME TABLE {_NAME} TO {_NAME}", text)
     if m:
         return Assessment("rename table", [m.group(1)], lock=_MDL, blocks=_BLOCKS["INSTANT"],
-                          estimate=INSTANT, renamed_to=m.group(2), findings=[Finding(
-                              "renames", WARNING, "renames: queries of pods still running "
-                              "the previous image fail until they are replaced")])
+                          estimate=INSTANT, renamed_to=m.group(2),
+                          findings=[_renames("a table")])
     data = _data(text, upper, "row locks", "nothing (only the rows it changes)")
     if data is not None:
         return data
@@ -471,35 +481,33 @@ def _my_index(modifier: str) -> Assessment:
 def _my_action(action: str, up: str, table: str, server: Server, columns: Columns
                ) -> Assessment:
     if _m(r"ADD (CONSTRAINT \S+ )?FOREIGN KEY", up):
-        return _my("COPY", SCALES, [_COPY, Finding(
+        return _my("COPY", SCALES, [_copy(), Finding(
             "foreign-key-copy", INFO, "with foreign_key_checks=1 (the default) MySQL adds "
             "a foreign key with ALGORITHM=COPY")], tables=_referenced(action))
     if _m(r"ADD (CONSTRAINT \S+ )?PRIMARY KEY", up):
-        return _my("INPLACE", SCALES, [_REBUILD])
+        return _my("INPLACE", SCALES, [_rebuild()])
     if _m(r"ADD (CONSTRAINT \S+ )?(UNIQUE|INDEX|KEY|FULLTEXT|SPATIAL)\b", up):
         word = re.search(r"(FULLTEXT|SPATIAL)", up)
         return _my_index(word.group(1) if word else "")
     if _m(r"ADD (CONSTRAINT \S+ )?CHECK", up):
-        return _my("COPY", SCALES, [_COPY])
+        return _my("COPY", SCALES, [_copy()])
     if _m(r"DROP (INDEX|KEY|FOREIGN KEY|CONSTRAINT|CHECK)\b", up):
         return _my("INPLACE", INSTANT)
     if _m(r"DROP PRIMARY KEY", up):
-        return _my("COPY", SCALES, [_COPY])
+        return _my("COPY", SCALES, [_copy()])
     if _m(r"ADD (COLUMN )?", up):
         positioned = bool(re.search(r"\b(FIRST|AFTER \S+)$", up))
         generated = bool(re.search(r"\b(AUTO_INCREMENT|STORED)\b", up))
         if generated:
-            return _my("COPY", SCALES, [_COPY])
+            return _my("COPY", SCALES, [_copy()])
         if _instant_add(server, positioned):
             return _my("INSTANT", INSTANT)
-        return _my("INPLACE", SCALES, [_REBUILD])
+        return _my("INPLACE", SCALES, [_rebuild()])
     if _m(r"DROP (COLUMN )?", up):
-        drop = Finding("drops-column", WARNING,
-                       "drops a column: pods still running the previous image must not read "
-                       "it (deploy the code that stops using it first)")
+        drop = _drops("a column")
         if _instant_drop(server):
             return _my("INSTANT", INSTANT, [drop])
-        return _my("INPLACE", SCALES, [drop, _REBUILD])
+        return _my("INPLACE", SCALES, [drop, _rebuild()])
     if _m(r"ALTER (COLUMN )?\S+ (SET|DROP) DEFAULT", up):
         return _my("INSTANT", INSTANT)
     m = _m(rf"RENAME (COLUMN )?({_IDENT}) TO ", action)
@@ -507,9 +515,7 @@ def _my_action(action: str, up: str, table: str, server: Server, columns: Column
         return _my_rename(server)
     m = _m(rf"RENAME (?:TO |AS )?({_NAME})$", action)
     if m:
-        a = _my("INSTANT", INSTANT, [Finding(
-            "renames", WARNING, "renames a table: queries of pods still running the previous "
-            "image fail until they are replaced")])
+        a = _my("INSTANT", INSTANT, [_renames("a table")])
         a.renamed_to = m.group(1)
         return a
     m = _m(rf"MODIFY (?:COLUMN )?({_IDENT})\s+(.*)$", action)
@@ -520,15 +526,14 @@ def _my_action(action: str, up: str, table: str, server: Server, columns: Column
         return _my_modify(bare(m.group(1)), bare(m.group(2)), m.group(3), table, server,
                           columns)
     if _m(r"(CONVERT TO|ENGINE|FORCE|(DEFAULT )?CHARACTER SET)", up):
-        return _my("COPY", SCALES, [_COPY])
+        return _my("COPY", SCALES, [_copy()])
     return _my("COPY", UNKNOWN, [Finding("unknown-alter", INFO,
                                          "an ALTER TABLE action these rules don't know; "
                                          "assumed ALGORITHM=COPY")])
 
 
 def _my_rename(server: Server) -> Assessment:
-    rename = Finding("renames", WARNING, "renames a column: queries of pods still running "
-                     "the previous image fail until they are replaced")
+    rename = _renames("a column")
     return _my("INSTANT" if _instant_rename(server) else "INPLACE", INSTANT, [rename])
 
 
@@ -555,7 +560,7 @@ def _my_modify(column: str, new_name: Optional[str], definition: str, table: str
     renamed = new_name is not None and new_name != column
     current = columns.get((table.split(".")[-1], column))
     if current is None:
-        return _my("COPY", SCALES, [_COPY, Finding(
+        return _my("COPY", SCALES, [_copy(), Finding(
             "column-unknown", INFO, "the column's current definition could not be read: "
             "assumed a type change (COPY); only a nullability change would be INPLACE")])
     old_type, old_nullable = _my_type(current[0]), current[1]
@@ -566,7 +571,7 @@ def _my_modify(column: str, new_name: Optional[str], definition: str, table: str
         if old_nullable == nullable:
             a = _my_rename(server) if renamed else _my("INSTANT", INSTANT)
             return a
-        return _my("INPLACE", SCALES, findings + [_REBUILD])
+        return _my("INPLACE", SCALES, findings + [_rebuild()])
     old_v, new_v = _VARCHAR.match(old_type), _VARCHAR.match(new_type)
     if old_v and new_v and int(new_v.group(1)) >= int(old_v.group(1)) and old_nullable == nullable:
         # the length prefix is 1 byte up to 255 bytes (utf8mb4: 4 bytes a character)

@@ -201,3 +201,19 @@ def test_a_revision_that_could_not_be_planned_is_refused_as_risky():
     deploy = _deploy()
     deploy.revisions[0].not_planned = "AttributeError"
     assert [line.split(" (")[0] for line in refused(deploy, "risky")] == ["risky not-planned"]
+
+
+def test_a_moot_finding_is_moot_for_its_own_statement_only():
+    """planner._moot changes the finding of the statement on a new table; the same kind of
+    finding on an existing table's statement stays risky (findings are never shared)."""
+    from migrategate.planner import TableSize, _moot
+
+    sql = "ALTER TABLE messages ADD CONSTRAINT fk FOREIGN KEY(a) REFERENCES accounts (id)"
+    new = PlannedStatement(sql, assess(sql, MARIADB1011), True,
+                           [TableSize("messages", False, created_by_plan=True)])
+    old = PlannedStatement(sql, assess(sql, MARIADB1011), True,
+                           [TableSize("messages", True, 5000, 1 << 20)])
+    _moot(new)
+    _moot(old)
+    assert {f.rule: f.level for f in new.assessment.findings}["copy-algorithm"] == "info"
+    assert {f.rule: f.level for f in old.assessment.findings}["copy-algorithm"] == "risky"
