@@ -66,6 +66,7 @@ def upgrade(*, database_url: Text = None, password_file: Text = None, password: 
             refuse: Text = None, show_plan: Optional[bool] = None,
             version_table: Text = None, version_table_schema: Text = None,
             lock_name: Text = None, application_name: Text = None,
+            history_table: Text = None, no_history: Optional[bool] = None,
             env: Optional[Mapping[str, str]] = None) -> "Result":
     """Lock, apply pending revisions, verify; returns only when verified at the target."""
     return _run("upgrade", dict(locals()))
@@ -77,7 +78,8 @@ def verify(*, database_url: Text = None, password_file: Text = None, password: T
            expect_tables: Tables = None, connect_timeout: Seconds = None,
            allow_ahead: Optional[bool] = None, version_table: Text = None,
            version_table_schema: Text = None, lock_name: Text = None,
-           application_name: Text = None,
+           application_name: Text = None, history_table: Text = None,
+           no_history: Optional[bool] = None, strict_checksums: Optional[bool] = None,
            env: Optional[Mapping[str, str]] = None) -> "Result":
     """The database is at the scripts' head(s) (or ``target``) and the tables exist."""
     return _run("verify", dict(locals()))
@@ -90,7 +92,8 @@ def wait(*, database_url: Text = None, password_file: Text = None, password: Tex
          timeout: Seconds = None, interval: Seconds = None,
          allow_ahead: Optional[bool] = None, version_table: Text = None,
          version_table_schema: Text = None, lock_name: Text = None,
-         application_name: Text = None,
+         application_name: Text = None, history_table: Text = None,
+         no_history: Optional[bool] = None, strict_checksums: Optional[bool] = None,
          env: Optional[Mapping[str, str]] = None) -> "Result":
     """Block until verify passes (or raise WaitTimeout)."""
     return _run("wait", dict(locals()))
@@ -101,6 +104,7 @@ def status(*, database_url: Text = None, password_file: Text = None, password: T
            app_root: Text = None, flask_app: Text = None, connect_timeout: Seconds = None,
            lock_name: Text = None, version_table: Text = None,
            version_table_schema: Text = None, application_name: Text = None,
+           history_table: Text = None, no_history: Optional[bool] = None,
            env: Optional[Mapping[str, str]] = None) -> "Result":
     """Current revision(s), heads, pending revisions and who holds the lock."""
     return _run("status", dict(locals()))
@@ -111,7 +115,8 @@ def doctor(*, database_url: Text = None, password_file: Text = None, password: T
            app_root: Text = None, flask_app: Text = None, expect_tables: Tables = None,
            redis_url: Text = None, connect_timeout: Seconds = None, lock_name: Text = None,
            version_table: Text = None, version_table_schema: Text = None,
-           application_name: Text = None,
+           application_name: Text = None, history_table: Text = None,
+           no_history: Optional[bool] = None,
            env: Optional[Mapping[str, str]] = None) -> "Result":
     """Explain, check by check, why the schema is not there."""
     return _run("doctor", dict(locals()))
@@ -129,3 +134,15 @@ def plan(*, database_url: Text = None, password_file: Text = None, password: Tex
     """What the pending revisions will do to this database (``result.extra["plan"]``);
     changes nothing. The lock options say what ``upgrade`` would run them with."""
     return _run("plan", dict(locals()))
+
+
+def history(*, database_url: Text = None, password_file: Text = None, password: Text = None,
+            migrations: Text = None, config: Text = None, preset: Text = None,
+            app_root: Text = None, flask_app: Text = None, connect_timeout: Seconds = None,
+            history_table: Text = None, version_table: Text = None,
+            version_table_schema: Text = None, lock_name: Text = None,
+            application_name: Text = None,
+            env: Optional[Mapping[str, str]] = None) -> "Result":
+    """migrategate's history of revision attempts, newest first (``result.extra["history"]``:
+    one dict per row); changes nothing."""
+    return _run("history", dict(locals()))

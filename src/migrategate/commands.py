@@ -13,13 +13,14 @@ import functools
 import time
 from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple
 
-from . import dberrors, failures
+from . import dberrors, failures, historytable as history
 from .checks import CheckResult, failed, run_checks
 from .connect import blocking, connect, make_engine, server_version
 from .dialect import Dialect, dialect_for
 from .errors import (
     ConfigError,
     DatabaseError,
+    Interrupted,
     MigrategateError,
     UnreachableError,
     VerificationFailed,
@@ -37,7 +38,7 @@ from .signals import NOTHING_CHANGED, SignalGuard
 from .protocol import RunFacts
 from .supervise import Supervisor
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection
@@ -143,11 +144,14 @@ def upgrade(settings: Settings, writer: Writer = default_writer, debug: bool = F
             plan = _plan(settings, conn, graph)
             if not plan.up_to_date and (settings.refuse or settings.show_plan):
                 _plan_first(settings, conn, graph, plan, writer, result)
+            verified = False
             if not plan.up_to_date:
-                plan = _migrate(settings, writer, guard, conn, graph, lock, result, debug)
+                plan, verified = _migrate(settings, writer, guard, conn, graph, lock, result,
+                                          debug)
             else:
                 _report_plan(plan, graph, writer, result)
-            _verify_after(settings, conn, graph, plan, result)
+            if not verified:
+                _verify_after(settings, conn, graph, plan, result)
     return result
 
 
@@ -173,8 +177,12 @@ def _plan_first(settings: Settings, conn: "Connection", graph: Graph, plan: Plan
 
 
 def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Connection",
-             graph: Graph, lock: MigrationLock, result: Result, debug: bool) -> Plan:
-    """Under the lock: re-plan, run the migration process, reconcile with the database."""
+             graph: Graph, lock: MigrationLock, result: Result, debug: bool
+             ) -> Tuple[Plan, bool]:
+    """Under the lock: re-plan, run the migration process, reconcile with the database,
+    verify, and record the run in the history. Returns the plan and whether it verified
+    (a run that applied something is verified here, before its history rows are written,
+    so that their exit code is the run's)."""
     lock.keep_alive()  # the session idles between polls and while the child migrates
     acquired = acquire(lock, settings.lock_timeout, writer,
                        done=lambda: _plan(settings, conn, graph).up_to_date)
@@ -182,7 +190,7 @@ def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Conn
         writer.info("another runner brought the database to the target meanwhile")
         plan = _plan(settings, conn, graph)
         _report_plan(plan, graph, writer, result)
-        return plan
+        return plan, False
     assert result.lock is not None
     result.lock.update(taken=True, waited_seconds=round(acquired.waited, 3))
     run = None
@@ -199,15 +207,81 @@ def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Conn
         wait_for_orphans(lock, settings.lock_timeout, writer)
         plan = _plan(settings, conn, graph)  # whoever held the lock may have done the work
         _report_plan(plan, graph, writer, result)
-        if plan.pending:
-            run = Supervisor(settings, plan, lock, writer, guard, result.applied, debug,
-                             server_version(conn)).execute()
+        if not plan.pending:
+            return plan, False
+        recorder = _open_history(settings, conn, graph, plan, writer, result)
+        run = Supervisor(settings, plan, lock, writer, guard, result.applied, debug,
+                         server_version(conn)).execute()
+        try:
             _conclude(settings, conn, graph, plan, run, result.applied, writer)
+            _verify_after(settings, conn, graph, plan, result)
+        except MigrategateError as exc:
+            _write_history(settings, conn, recorder, run, exc, writer, result)
+            raise
+        except DBAPIError as exc:
+            error = database_error(exc)
+            _write_history(settings, conn, recorder, run, error, writer, result)
+            raise error from None
+        _write_history(settings, conn, recorder, run, None, writer, result)
+        return plan, True
     finally:
         if run is None or run.lost is None:
             with contextlib.suppress(SQLAlchemyError, OSError):  # its session ending frees it
                 lock.release()
-    return plan
+
+
+def _history_failed(settings: Settings, what: str, exc: BaseException, writer: Writer,
+                    result: Result) -> None:
+    """A history that can't be written never fails a run: a warning with its reason."""
+    reason = exc.one_line() if isinstance(exc, MigrategateError) else dberrors.describe(exc)
+    line = (f"could not {what} the history table {settings.history_table}: {reason}; the "
+            "run's outcome does not depend on it (grant the migration user CREATE and INSERT "
+            "on it, or pass --no-history)")
+    writer.warn(line)
+    result.extra.setdefault("warnings", []).append(line)
+
+
+def _open_history(settings: Settings, conn: "Connection", graph: Graph, plan: Plan,
+                  writer: Writer, result: Result) -> Optional[history.Recorder]:
+    """Under the lock, before the migration process starts: the history table exists
+    (created, and the database's revisions adopted, on the first run); None with a warning
+    when it can't be, or with --no-history."""
+    if settings.no_history:
+        return None
+    recorder = history.Recorder(settings.history_table, settings.version_table_schema,
+                                graph, plan)
+    try:
+        recorder.open(conn)
+    except (SQLAlchemyError, OSError) as exc:
+        _history_failed(settings, "create", exc, writer, result)
+        return None
+    if recorder.adopted:
+        writer.info(f"history table {recorder.qualified} created; {len(recorder.adopted)} "
+                    "revision(s) already in the database recorded as present before history")
+    return recorder
+
+
+def _write_history(settings: Settings, conn: "Connection",
+                   recorder: Optional[history.Recorder], facts: RunFacts,
+                   error: Optional[MigrategateError], writer: Writer, result: Result) -> None:
+    """The run's rows, on the lock session (or, when the lock was lost with its session,
+    on a new connection: rows are only appended, and say what the database holds)."""
+    if recorder is None:
+        return
+    try:
+        if facts.lost is None:
+            written = recorder.write(conn, facts, error)
+        else:
+            with _session(_with_timeout(settings, min(settings.connect_timeout, 10.0)),
+                          writer) as fresh:
+                written = recorder.write(fresh, facts, error)
+    except Interrupted:
+        raise
+    except (SQLAlchemyError, OSError, MigrategateError) as exc:
+        _history_failed(settings, "write to", exc, writer, result)
+        return
+    result.extra["history"] = {"table": recorder.qualified, "run_id": recorder.run_id,
+                               "rows": written, "adopted": list(recorder.adopted)}
 
 
 def _conclude(settings: Settings, conn: "Connection", graph: Graph, plan: Plan,
@@ -380,6 +454,9 @@ def verify(settings: Settings, writer: Writer = default_writer) -> Result:
         else:
             with _session(settings, writer) as conn:
                 checks, plan = _checks(conn, graph, settings)
+                if plan is not None and not failed(checks):
+                    checks += _integrity_checks(settings, conn, graph, plan.current, writer,
+                                                result)
         _fill(result, checks, plan)
         bad = failed(checks)
         if bad:
@@ -389,6 +466,48 @@ def verify(settings: Settings, writer: Writer = default_writer) -> Result:
             )
         result.message = f"{result.database} at {', '.join(result.to_revisions)}"
     return result
+
+
+def _integrity_checks(settings: Settings, conn: "Connection", graph: Graph,
+                      current: Tuple[str, ...], writer: Writer,
+                      result: Result) -> List[CheckResult]:
+    """What the history says of the revisions the database holds: a file changed since it
+    was applied, revisions something else applied. Warnings, never a failure, except
+    checksum drift with --strict-checksums (a failed check: exit 7). One read of the
+    history table; a history that can't be read is a warning too."""
+    found = integrity(settings, conn, graph, current, writer, result)
+    if found is None or not settings.strict_checksums:
+        return []
+    if found.drift:
+        return [CheckResult("checksums", False, found.drift_line() + " (--strict-checksums)")]
+    return [CheckResult("checksums", True, "every applied revision's file is the one applied"
+                        if found.table_exists else "no history table: nothing to compare")]
+
+
+def integrity(settings: Settings, conn: "Connection", graph: Graph,
+              current: Optional[Tuple[str, ...]], writer: Writer,
+              result: Result) -> Optional[history.Integrity]:
+    """The history's findings, each warned about (checksum drift only when it is not made
+    an error by --strict-checksums) and kept in the result; None with --no-history or when
+    the history can't be read (a warning)."""
+    if settings.no_history:
+        return None
+    try:
+        found = history.integrity(conn, graph, current, settings.history_table,
+                                  settings.version_table_schema)
+    except SQLAlchemyError as exc:
+        line = (f"could not read the history table {settings.history_table}: "
+                f"{dberrors.describe(exc)}; checksums and history not checked")
+        writer.warn(line)
+        result.extra.setdefault("warnings", []).append(line)
+        return None
+    result.extra["integrity"] = found.to_dict()
+    lines = ([found.drift_line()] if found.drift and not settings.strict_checksums else []) + (
+        [found.foreign_line()] if found.foreign else [])
+    for line in lines:
+        writer.warn(line)
+        result.extra.setdefault("warnings", []).append(line)
+    return found
 
 
 def _checks(conn: "Connection", graph: Graph, settings: Settings):  # type: ignore[no-untyped-def]
@@ -447,8 +566,17 @@ def wait(settings: Settings, writer: Writer = default_writer,
                         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                     checks, plan = blocking(engine, functools.partial(_checks, conn, graph,
                                                                       settings))
+                    if plan is not None and not failed(checks):  # once, at the end
+                        checks += blocking(engine, functools.partial(
+                            _integrity_checks, settings, conn, graph, plan.current, writer,
+                            result))
                     _fill(result, checks, plan)
                     bad = failed(checks)
+                    if any(c.name == "checksums" for c in bad):  # waiting can't fix a file
+                        raise VerificationFailed(
+                            "; ".join(c.detail for c in bad),
+                            "deploy the revision files that were applied, or drop "
+                            "--strict-checksums once the change is understood")
                     if not bad:
                         polls = backoff.attempts + 1
                         result.message = (f"{result.database} at "
@@ -537,10 +665,34 @@ def status(settings: Settings, writer: Writer = default_writer) -> Result:
             plan = make_plan(graph, current, "heads", allow_ahead=True)
             lock = lock_for(conn, settings.lock_name)
             holder = lock.holder()
+            integrity(settings, conn, graph, current, writer, result)
         _fill_plan(result, plan)
         result.extra["version_table_exists"] = current is not None
         result.extra["unknown_revisions"] = list(plan.unknown)
         result.lock = {"name": lock.name, "kind": lock.kind, "held": holder is not None,
                        "holder": holder}
         result.message = (f"{len(plan.pending)} pending" if plan.pending else "up to date")
+    return result
+
+
+# --------------------------------------------------------------------------- history
+
+def history_(settings: Settings, writer: Writer = default_writer) -> Result:
+    """migrategate's history table, newest first; reads, never writes."""
+    started = time.monotonic()
+    _require_database(settings)
+    result = Result("history", database=settings.masked_url, outcome="ok")
+    with _reporting(result, started):
+        with _session(settings, writer) as conn:
+            rows = history.read(conn, settings.history_table, settings.version_table_schema)
+        qualified = (f"{settings.version_table_schema}.{settings.history_table}"
+                     if settings.version_table_schema else settings.history_table)
+        result.extra["history_table"] = qualified
+        result.extra["history"] = [history.to_json(r) for r in rows or []]
+        result.message = (f"{len(rows)} row(s) in {qualified}" if rows is not None else
+                          f"no history table {qualified}: no upgrade has applied anything "
+                          "with history yet")
+        shown = rows or []
+        result.human = lambda w: (history.render(shown, w.result) if rows is not None
+                                  else w.result(result.message))
     return result

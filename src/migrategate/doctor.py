@@ -13,6 +13,7 @@ the database could be checked, any failed finding is 7; Redis findings never cou
 from __future__ import annotations
 
 import dataclasses
+import io
 from typing import Any, List, Mapping, Optional
 
 from .checks import CheckResult
@@ -167,6 +168,8 @@ def _check_database(settings: Settings, graph: Any, checks: List[CheckResult],
             else:
                 checks.append(CheckResult("migration-lock", True, f'"{lock.name}" is free'))
             _check_schema_ahead(conn, None if elsewhere else graph, current, checks)
+            if graph is not None and not elsewhere:
+                _check_history(settings, conn, graph, current, checks, writer)
     except Interrupted:
         raise  # a signal ends doctor like any command, not as a failed check
     except (MigrategateError, DBAPIError) as exc:
@@ -302,9 +305,43 @@ def _check_schema_ahead(conn: Any, graph: Any, current: Any, checks: List[CheckR
             "statements — data changes among them would never run)"))
 
 
+def _check_history(settings: Settings, conn: Any, graph: Any, current: Any,
+                   checks: List[CheckResult], writer: Writer) -> None:
+    """What migrategate's history says of the revisions the database holds (advisory: a
+    changed file or a revision applied by something else is worth knowing, not a broken
+    schema)."""
+    from .commands import integrity
+
+    if settings.no_history:
+        return
+    found = integrity(settings, conn, graph, current, Writer(quiet=True, err=io.StringIO()),
+                      Result("doctor"))  # its findings are this check, not warnings
+    if found is None:
+        checks.append(_bad("history", f"could not read the history table "
+                           f"{settings.history_table}", "grant the user SELECT on it"))
+    elif not found.table_exists:
+        checks.append(CheckResult("history", True, f"no history table "
+                                  f"{settings.history_table} yet (created by the first "
+                                  "'migrategate upgrade' that applies a revision)"))
+    elif found.drift or found.foreign:
+        hints = []
+        if found.drift:
+            hints.append("deploy the revision files that were applied, or review the change: "
+                         "an edited revision never runs again on this database")
+        if found.foreign:
+            hints.append("find who ran Alembic outside migrategate (an app's own upgrade on "
+                         "start, a manual 'alembic upgrade' or 'stamp'); 'migrategate "
+                         "history' shows what migrategate did")
+        checks.append(_bad("history", "; ".join(found.warnings()), "; ".join(hints)))
+    else:
+        checks.append(CheckResult("history", True, "every applied revision is in the history, "
+                                  "and its file is the one applied"))
+
+
 #: Findings that never decide doctor's exit code: they are about Redis, which migrategate does
-#: not use; only Dify's old ``flask upgrade-db`` path does.
-ADVISORY = ("redis",)
+#: not use; only Dify's old ``flask upgrade-db`` path does; and what the history says (an
+#: edited revision file, a revision applied by something else: the schema may be fine).
+ADVISORY = ("redis", "history")
 
 
 def _check_redis_lock(settings: Settings, env: Mapping[str, str],

@@ -22,6 +22,7 @@ from other threads, each a single assignment of an immutable value.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Set, Tuple, Type, Union
 
@@ -180,22 +181,31 @@ class RunFacts:
     read_back_error: Optional[str] = None
     #: objects the stopped revision's file creates that are in the database afterwards
     left_in_db: List[str] = field(default_factory=list)
+    #: wall-clock times (time.time()) for the history: each revision's first start, when
+    #: its COMMIT was seen to return, and when the migration process exited
+    began_at: Dict[str, float] = field(default_factory=dict)
+    done_at: Dict[str, float] = field(default_factory=dict)
+    exited_at: Optional[float] = None
 
     @property
     def total(self) -> int:
         return len(self.pending)
 
-    def fold(self, event: Event, now: float) -> None:
+    def fold(self, event: Event, now: float, wall: Optional[float] = None) -> None:
+        wall = time.time() if wall is None else wall
         if isinstance(event, Ready):
             self.session = event.session
         elif isinstance(event, Started):
             self.current, self.started = event.revision, now
+            self.began_at.setdefault(event.revision, wall)
             self.not_retried = None  # a fact about one revision only
         elif isinstance(event, Ran):
             self.ran.add(event.revision)
             self.seconds[event.revision] = event.seconds
         elif isinstance(event, Committed):
             self.committed.extend(r for r in event.revisions if r not in self.committed)
+            for rev in event.revisions:
+                self.done_at.setdefault(rev, wall)
             self.current = None
         elif isinstance(event, Statement):
             self.statements.setdefault(event.revision or "", []).append(

@@ -52,6 +52,12 @@ def _plan(settings: "Settings", writer: "Writer", env: Env, debug: bool) -> "Res
     return commands.plan(settings, writer)
 
 
+def _history(settings: "Settings", writer: "Writer", env: Env, debug: bool) -> "Result":
+    from . import commands
+
+    return commands.history_(settings, writer)
+
+
 def _doctor_function() -> Callable[..., "Result"]:
     """``migrategate.doctor.doctor``, imported on first use without letting the submodule
     replace the package's public ``migrategate.doctor()`` function (importing a submodule
@@ -106,6 +112,8 @@ COMMANDS: Dict[str, Command] = {
                 _doctor, on_config_error=_doctor_config_error),
         Command("plan", "what the pending revisions will do to this database: statements, "
                 "locks, table sizes, findings; changes nothing", _plan),
+        Command("history", "migrategate's history of revision attempts, newest first: who "
+                "ran what, when, how it ended; changes nothing", _history),
     )
 }
 

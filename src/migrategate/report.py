@@ -75,8 +75,9 @@ class Result:
 
 def meaning(command: str, exit_code: int) -> str:
     """The documented meaning of the exit code; a status report is not a verification."""
-    if exit_code == 0 and command == "status":
-        return "status read (says nothing about whether the database is at its target)"
+    if exit_code == 0 and command in ("status", "history"):
+        return (f"{command} read (says nothing about whether the database is at its "
+                "target)")
     if exit_code == 2 and command == "usage":
         return "usage error (the command line could not be parsed)"
     return EXIT_CODES.get(exit_code, "")
@@ -119,6 +120,17 @@ def render_status(result: Result, writer: Writer) -> None:
     unknown = result.extra.get("unknown_revisions")
     if unknown:
         writer.result(f"unknown:  {', '.join(unknown)} (database is ahead of these scripts)")
+    found = result.extra.get("integrity")
+    if found is not None and not found["table_exists"]:
+        writer.result("history:  no history table yet")
+    elif found is not None:
+        drift = found["checksum_drift"]
+        foreign = found["not_in_history"]
+        writer.result("history:  " + ("; ".join(
+            ([f"file changed since applied: {', '.join(d['revision'] for d in drift)}"]
+             if drift else [])
+            + ([f"not applied by migrategate: {', '.join(foreign)}"] if foreign else []))
+            or "every applied revision recorded, files unchanged"))
     lock = result.lock or {}
     if lock.get("held"):
         writer.result(f"lock:     {lock.get('name')} held by {lock.get('holder')}")

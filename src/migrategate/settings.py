@@ -32,12 +32,15 @@ FALSE = {"0", "false", "no", "off", ""}
 
 
 #: the database commands (``inject`` is a post-renderer without database settings)
-DB_COMMANDS: Tuple[str, ...] = ("upgrade", "verify", "wait", "status", "doctor", "plan")
+DB_COMMANDS: Tuple[str, ...] = ("upgrade", "verify", "wait", "status", "doctor", "plan",
+                                 "history")
 UPGRADE = ("upgrade",)
 #: upgrade's options that say how its statements run: plan tells whether they bound them
 RUNS = ("upgrade", "plan")
 GATES = ("upgrade", "verify", "wait")  # the commands that compare the database with a target
 PG = ("postgresql",)
+#: the commands that read (verify, wait, status, doctor) or write (upgrade) the history
+HISTORY = ("upgrade", "verify", "wait", "status", "doctor")
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,16 @@ OPTIONS: Dict[str, Option] = {
         Option("version_table_schema", "str", metavar="SCHEMA", group="database"),
         Option("lock_name", "str", "migrategate", metavar="NAME", group="database",
                help="default migrategate"),
+        Option("history_table", "str", "migrategate_history", metavar="NAME",
+               commands=HISTORY + ("history",),
+               help="migrategate's own history table, in the version table's schema "
+                    "(default migrategate_history)"),
+        Option("no_history", "bool", False, commands=HISTORY,
+               help="upgrade writes no history rows (and creates no history table); verify, "
+                    "wait, status and doctor skip the checksum and history checks"),
+        Option("strict_checksums", "bool", False, commands=("verify", "wait"),
+               help="exit 7 when the file of an applied revision differs from what was "
+                    "applied (the history's checksum); default: a warning"),
         Option("application_name", "str", metavar="NAME", group="database",
                shown_default="migrategate:HOST:PID",
                help="how this runner shows up in the database (default migrategate:HOST:PID)"),
@@ -304,6 +317,9 @@ class Settings:
     show_plan: bool = False
     rehearse_on: Optional[str] = None
     markdown: bool = False
+    history_table: str = "migrategate_history"
+    no_history: bool = False
+    strict_checksums: bool = False
     sources: Dict[str, str] = field(default_factory=dict)
     #: every spelling-source of a password met while resolving; see register_secrets()
     secrets: Tuple[str, ...] = ()

@@ -154,6 +154,7 @@ class Supervisor:
             if exited is not None:
                 os.close(exited)
         self.facts.returncode = self.proc.returncode
+        self.facts.exited_at = time.time()
         self._end_group()  # no writer is left but one that escaped the group: bounded below
         for fd in (events_fd, output_fd):
             for _ in range(DRAIN_READS):
