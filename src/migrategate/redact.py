@@ -105,15 +105,40 @@ def register_secret(value: Optional[str]) -> None:
 
 
 def redact(text: str) -> str:
+    """Every spelling's occurrences are found in the text as given and masked at once: a
+    mask is never searched again (a secret with a line that is just ``*`` would otherwise
+    turn ``***`` into nine stars), and overlapping spellings become one mask."""
     ordered = _ordered
+    spans: List[Tuple[int, int]] = []
     for spelling in ordered:
         if len(spelling) < SHORT:
-            text = _short[spelling].sub(MASK, text)
-        elif spelling in text:
-            text = text.replace(spelling, MASK)
+            spans.extend(m.span() for m in _short[spelling].finditer(text))
+            continue
+        at = text.find(spelling)
+        while at != -1:
+            spans.append((at, at + len(spelling)))
+            at = text.find(spelling, at + len(spelling))
+    text = _masked(text, spans) if spans else text
     if DOTS in text and ordered:
         text = _mask_fragments(text, ordered)
     return text
+
+
+def _masked(text: str, spans: List[Tuple[int, int]]) -> str:
+    """``text`` with each span (merged where they overlap or touch) replaced by MASK."""
+    merged: List[List[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out: List[str] = []
+    done = 0
+    for start, end in merged:
+        out += [text[done:start], MASK]
+        done = end
+    out.append(text[done:])
+    return "".join(out)
 
 
 def _mask_fragments(text: str, ordered: Tuple[str, ...]) -> str:
@@ -130,21 +155,7 @@ def _mask_fragments(text: str, ordered: Tuple[str, ...]) -> str:
         # a suffix after "..." is a prefix of the reversed spelling before the reversed dots
         spans.extend((n - end, n - start)
                      for start, end in _before_dots(backwards, spelling[::-1], reverse))
-    if not spans:
-        return text
-    merged: List[List[int]] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1]:  # overlapping or touching: one mask
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    out: List[str] = []
-    done = 0
-    for start, end in merged:
-        out += [text[done:start], MASK]
-        done = end
-    out.append(text[done:])
-    return "".join(out)
+    return _masked(text, spans) if spans else text
 
 
 def _before_dots(text: str, spelling: str, table: List[int]) -> Iterator[Tuple[int, int]]:

@@ -79,3 +79,11 @@ def test_a_sql_literal_quoted_in_python_source_is_masked():
     source = "    op.execute(sa.text(%r))" % f"SELECT '{secret.replace(chr(39), chr(39) * 2)}' AS a"
     assert "\\'\\'" in source  # the literal's quotes, escaped by the Python literal
     assert redact.redact(source) == "    op.execute(sa.text('SELECT \\'***\\' AS a'))"
+
+
+def test_a_mask_is_never_masked_again():
+    """Hypothesis found it: the password '00\\r*' has a line that is just '*', and masking
+    that spelling after the whole one turned the mask into nine stars."""
+    redact.clear()
+    redact.register_secret("00\r*")
+    assert redact.redact("boom 00\r* boom") == "boom *** boom"
