@@ -146,3 +146,16 @@ def history(*, database_url: Text = None, password_file: Text = None, password: 
     """migrategate's history of revision attempts, newest first (``result.extra["history"]``:
     one dict per row); changes nothing."""
     return _run("history", dict(locals()))
+
+
+def repair(*, database_url: Text = None, password_file: Text = None, password: Text = None,
+           migrations: Text = None, config: Text = None, preset: Text = None,
+           app_root: Text = None, flask_app: Text = None, connect_timeout: Seconds = None,
+           lock_timeout: Seconds = None, yes: Optional[bool] = None,
+           version_table: Text = None, version_table_schema: Text = None,
+           lock_name: Text = None, application_name: Text = None,
+           env: Optional[Mapping[str, str]] = None) -> "Result":
+    """Drop the INVALID indexes the next pending revision's failed CONCURRENTLY build left
+    (PostgreSQL); without ``yes=True`` only says what it would do
+    (``result.extra["repair"]``)."""
+    return _run("repair", dict(locals()))

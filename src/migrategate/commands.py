@@ -618,6 +618,54 @@ def _with_timeout(settings: Settings, seconds: float) -> Settings:
     return dataclasses.replace(settings, connect_timeout=min(settings.connect_timeout, seconds))
 
 
+# --------------------------------------------------------------------------- repair
+
+def repair(settings: Settings, writer: Writer = default_writer) -> Result:
+    """Drop what a failed CONCURRENTLY build of the next pending revision left (PostgreSQL),
+    under the migration lock, only with --yes; anything else is named, not touched."""
+    from . import indexrepair as repairing
+
+    started = time.monotonic()
+    _require_database(settings)
+    result = Result("repair", database=settings.masked_url, outcome="repaired")
+    with _reporting(result, started), SignalGuard():
+        graph = _graph(settings)
+        with _session(settings, writer) as conn:
+            plan = _plan(settings, conn, graph)
+            todo = repairing.plan_repair(conn, graph, plan, settings.dialect)
+            result.extra["repair"] = {"revision": todo.revision, "statements": todo.statements,
+                                      "left": todo.left}
+            for line in repairing.describe(todo, settings):
+                writer.info(line)
+            if not todo.drop:
+                if todo.left:
+                    raise ConfigError(f"nothing repair may do: {todo.left[0]}",
+                                      "run 'migrategate doctor' for the whole picture")
+                result.outcome, result.message = "nothing-to-repair", "nothing to repair"
+                return result
+            if not settings.yes:
+                result.outcome = "dry-run"
+                result.message = (f"would drop {len(todo.drop)} INVALID index(es) "
+                                  f"{todo.revision} left: {', '.join(todo.drop)}; nothing was "
+                                  "done (pass --yes to do it)")
+                return result
+            lock = lock_for(conn, settings.lock_name)
+            acquire(lock, settings.lock_timeout, writer)
+            try:
+                dropped = repairing.run_repair(conn, todo, writer)
+            finally:
+                with contextlib.suppress(SQLAlchemyError, OSError):
+                    lock.release()
+            missed = [n for n in todo.drop if n not in dropped]
+            if missed:
+                raise DatabaseError(f"{', '.join(missed)} still INVALID after DROP INDEX",
+                                    "check the server's log; nothing else was changed")
+            result.extra["repair"]["dropped"] = dropped
+            result.message = (f"dropped {', '.join(dropped)}; re-run 'migrategate upgrade' "
+                              f"for {todo.revision}")
+    return result
+
+
 # --------------------------------------------------------------------------- plan
 
 def plan(settings: Settings, writer: Writer = default_writer) -> Result:

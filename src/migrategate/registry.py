@@ -52,6 +52,12 @@ def _plan(settings: "Settings", writer: "Writer", env: Env, debug: bool) -> "Res
     return commands.plan(settings, writer)
 
 
+def _repair(settings: "Settings", writer: "Writer", env: Env, debug: bool) -> "Result":
+    from . import commands
+
+    return commands.repair(settings, writer)
+
+
 def _history(settings: "Settings", writer: "Writer", env: Env, debug: bool) -> "Result":
     from . import commands
 
@@ -114,6 +120,10 @@ COMMANDS: Dict[str, Command] = {
                 "locks, table sizes, findings; changes nothing", _plan),
         Command("history", "migrategate's history of revision attempts, newest first: who "
                 "ran what, when, how it ended; changes nothing", _history),
+        Command("repair", "PostgreSQL: drop the INVALID indexes a failed CREATE INDEX "
+                "CONCURRENTLY of the next pending revision left; shows what it will do, "
+                "acts only with --yes", _repair,
+                interrupted_hint="re-run 'migrategate repair' to see what is left"),
     )
 }
 

@@ -33,7 +33,7 @@ FALSE = {"0", "false", "no", "off", ""}
 
 #: the database commands (``inject`` is a post-renderer without database settings)
 DB_COMMANDS: Tuple[str, ...] = ("upgrade", "verify", "wait", "status", "doctor", "plan",
-                                 "history")
+                                 "history", "repair")
 UPGRADE = ("upgrade",)
 #: upgrade's options that say how its statements run: plan tells whether they bound them
 RUNS = ("upgrade", "plan")
@@ -199,8 +199,11 @@ OPTIONS: Dict[str, Option] = {
                help="expected revision (default heads)",
                helps=(("upgrade", "target revision (default: the single head; 'heads' for "
                                   "all)"),)),
-        Option("lock_timeout", "seconds", 300.0, minimum=0, metavar="S", commands=UPGRADE,
+        Option("lock_timeout", "seconds", 300.0, minimum=0, metavar="S",
+               commands=UPGRADE + ("repair",),
                help="wait this long for the lock (default 300)"),
+        Option("yes", "bool", False, commands=("repair",), library=True,
+               help="do what repair shows (without it: show it and change nothing)"),
         Option("pg_lock_timeout", "seconds", minimum=0.001, maximum=_PG_MAX,
                why=_MS.format("lock"), dialects=PG, dialect_label="PostgreSQL",
                metavar="S", commands=RUNS,
@@ -314,6 +317,7 @@ class Settings:
     lock_retries: int = 0
     statement_timeout: Optional[float] = None
     refuse: Optional[str] = None
+    yes: bool = False
     show_plan: bool = False
     rehearse_on: Optional[str] = None
     markdown: bool = False
