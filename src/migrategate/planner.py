@@ -23,6 +23,7 @@ from .graph import Graph
 from .log import Writer
 from .pending import Plan
 from .settings import Settings
+from .urls import MYSQL
 from .sqlrisk import INFO, LEVELS, RISKY, WARNING, Assessment, Finding, Server, assess, bare
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -255,6 +256,8 @@ def lock_wait(st: PlannedStatement, settings: Settings) -> str:
     a = st.assessment
     if a.blocks in ("nothing", "unknown") or a.lock in ("none", "catalog only"):
         return ""
+    if settings.dialect not in ("postgresql",) + MYSQL:
+        return ""  # no lock queue these options govern (SQLite: the file's write lock)
     timeout = settings.first_lock_timeout
     if timeout is None:
         return ("unbounded: while it waits for its lock, later queries on the table wait "

@@ -469,3 +469,21 @@ def test_a_rehearsal_is_refused_on_mariadb(tmp_path, mariadb_url):
     run = _rehearse(mariadb_url, mig, mariadb_url)
     assert run.code == 2, run.output
     assert "could not be rolled back" in run.stderr
+
+
+def test_plan_on_a_sqlite_file_that_does_not_exist_yet_creates_nothing(tmp_path):
+    """The quickstart: everything pending, every table "created by this plan", no lock-wait
+    advice that only PostgreSQL or MySQL options could follow, and no file created."""
+    from factory import REPO
+
+    db = tmp_path / "app.db"
+    run = migrategate("plan", "--json", "--migrations",
+                      str(REPO / "examples" / "quickstart" / "migrations"),
+                      "--database-url", f"sqlite:///{db}")
+    assert run.code == 0, run.output
+    plan = json.loads(run.stdout)["plan"]
+    assert [r["revision"] for r in plan["revisions"]] == ["0001", "0002", "0003"]
+    statements = [s for r in plan["revisions"] for s in r["statements"]]
+    assert all(s["lock_wait"] == "" for s in statements)
+    assert all(t["created_by_plan"] for s in statements for t in s["tables"])
+    assert not db.exists()
