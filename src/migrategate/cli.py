@@ -256,6 +256,12 @@ def _render(result: Any, code: int, output: Any, writer: Any) -> None:
     elif result.checks:
         render_checks(result, writer)
     write_termination_message(result, output.termination_log)
+    if output.k8s_event:
+        from .k8sevent import post
+
+        why = post(result)
+        if why:
+            writer.warn(why)
 
 
 def _output_flags(argv: Optional[List[str]]) -> Dict[str, Any]:

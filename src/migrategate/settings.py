@@ -189,6 +189,9 @@ OPTIONS: Dict[str, Option] = {
                help="progress and error lines on stderr: text (a timestamp, then the line) "
                     "or json (one object a line: time, level, message; the same redaction) "
                     "for log pipelines; default text"),
+        Option("k8s_event", "bool", False, group="output", library=False,
+               help="post a Kubernetes Event with the outcome (in a pod whose ServiceAccount "
+                    "may create events; a failure is a warning)"),
         Option("termination_log", "str", metavar="PATH", group="output", library=False,
                shown_default="/dev/termination-log when writable",
                help="write the one-line outcome here (default /dev/termination-log if "
@@ -311,6 +314,7 @@ class Settings:
     redis_url: Optional[str] = None
     json: bool = False
     log_format: str = "text"
+    k8s_event: bool = False
     single_transaction: bool = False
     heartbeat: float = 30.0
     allow_proxy: bool = False
@@ -434,6 +438,7 @@ class Output:
     json: bool = False
     termination_log: Optional[str] = None
     log_format: str = "text"
+    k8s_event: bool = False
 
 
 def output_settings(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -> Output:
@@ -443,14 +448,14 @@ def output_settings(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] =
     :func:`resolve` then reports it."""
     env = os.environ if env is None else env
     values: Dict[str, Any] = {}
-    for name in ("json", "termination_log", "log_format"):
+    for name in ("json", "termination_log", "log_format", "k8s_event"):
         try:
             given = _given(OPTIONS[name], flags, env)
         except ConfigError:
             given = None
         values[name] = given[0] if given else OPTIONS[name].default
     return Output(json=bool(values["json"]), termination_log=values["termination_log"],
-                  log_format=values["log_format"])
+                  log_format=values["log_format"], k8s_event=bool(values["k8s_event"]))
 
 
 def resolve(flags: Mapping[str, Any], env: Optional[Mapping[str, str]] = None) -> Settings:

@@ -440,3 +440,20 @@ def test_an_argocd_hook_on_the_job_alone_is_refused(helm: Helm) -> None:
     out = helm.template_error(values=values(job={"annotations": {
         "argocd.argoproj.io/hook": "PreSync"}}))
     assert "use job.hook.enabled: true" in out.replace("Use", "use")
+
+
+def test_events_need_a_service_account_and_mount_its_token_only_then(helm: Helm) -> None:
+    job = one(helm.template(values=values()), "Job")
+    assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    assert "MIGRATEGATE_K8S_EVENT" not in {e["name"] for e in job_container(
+        helm.template(values=values()))["env"]}
+    out = helm.template_error(values=values(job={"events": {"enabled": True}}))
+    assert "job.events.enabled needs serviceAccountName" in out
+    docs = helm.template(values=values(job={"events": {"enabled": True}},
+                                       serviceAccountName="migrator"))
+    spec = one(docs, "Job")["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is True
+    env = {e["name"]: e for e in job_container(docs)["env"]}
+    assert env["MIGRATEGATE_K8S_EVENT"]["value"] == "1"
+    assert env["MIGRATEGATE_JOB_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+        "metadata.labels['job-name']"

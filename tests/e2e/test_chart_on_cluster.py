@@ -584,3 +584,54 @@ def test_inject_gates_a_chart_you_dont_own_until_the_job_verified(
     assert {"/tmp", "/opt/migrategate/migrategate"} <= mounts, mounts
     log = kube.container_output(pod, "migrategate-wait")
     assert database["password"] not in log
+
+
+# --------------------------------------------------------------------------- Events
+
+def test_an_opt_in_event_tells_kubectl_describe_job_the_outcome(
+        helm: HelmCLI, kube: Kube, namespace: str, database: Dict[str, str],
+        images: Dict[str, str]) -> None:
+    """job.events with a ServiceAccount allowed to create events: an Event on the Job says
+    Migrated, the revision and the exit code; no RBAC is needed without it."""
+    for path, body in (
+            (f"/api/v1/namespaces/{namespace}/serviceaccounts",
+             {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "migrator"}}),
+            (f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+              "metadata": {"name": "events"},
+              "rules": [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]}),
+            (f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+             {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+              "metadata": {"name": "events"},
+              "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                          "name": "events"},
+              "subjects": [{"kind": "ServiceAccount", "name": "migrator",
+                            "namespace": namespace}]})):
+        status, created = kube.c.request("POST", path, body)
+        assert status == 201, created
+    kube.until(lambda: any(s["metadata"]["name"].startswith("migrator-token")
+                           for s in kube.list(namespace, "secrets")),
+               30, "the ServiceAccount's token")
+    # no pod network here: the API server is on the node's loopback (a pod would use the
+    # kubernetes Service's address, KUBERNETES_SERVICE_HOST)
+    values = chart_values(database, images["app1"], serviceAccountName="migrator",
+                          job={"events": {"enabled": True}},
+                          extraEnv=[{"name": "MIGRATEGATE_KUBE_API", "value": kube.c.api}])
+    helm.install("shop", namespace, values, "--wait=watcher", "--wait-for-jobs")
+    job = kube.wait_job(namespace, only_job(kube, namespace)["metadata"]["name"])
+    assert kube.job_condition(job) == "Complete"
+    pod = only_pod(kube, namespace, job["metadata"]["name"])
+    assert pod["spec"]["automountServiceAccountToken"] is True  # asked for, only then
+    log = kube.container_output(pod, "migrate")
+    assert "Kubernetes Event" not in log, log  # no warning: it was posted
+
+    def ours() -> Any:
+        return [e for e in kube.list(namespace, "events")
+                if e["involvedObject"].get("kind") == "Job"
+                and e["involvedObject"]["name"] == job["metadata"]["name"]
+                and e["source"].get("component") == "migrategate"]
+
+    (event,) = kube.until(ours, 30, "migrategate's Event")
+    assert (event["reason"], event["type"]) == ("Migrated", "Normal")
+    assert event["message"].startswith("migrategate upgrade: exit 0 (verified) revision c003")
+    assert database["password"] not in event["message"]

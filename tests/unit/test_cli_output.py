@@ -156,3 +156,19 @@ def test_a_misspelt_option_through_run_says_which_subcommand(capsys):
     assert cli.run(["verify", "--conect-timeout", "3"], {}) == 2
     err = capsys.readouterr().err
     assert "usage: migrategate verify" in err and "migrategate verify: error:" in err
+
+
+def test_a_k8s_event_that_cannot_be_posted_is_a_warning_not_an_exit_code(tmp_path):
+    """--k8s-event outside a pod with a token: the outcome stands, one warning says why."""
+    from migrategate.k8sevent import event_for, post
+    from migrategate.report import Result
+
+    result = Result("upgrade", outcome="migration-failed", exit_code=6,
+                    message="c003 failed: boom", failed_revision="c003")
+    assert "no service-account token" in post(result, {}, sa_dir=str(tmp_path))
+    event = event_for(result, {"MIGRATEGATE_JOB_NAME": "shop-migrate-1", "HOSTNAME": "p"}, "ns")
+    assert event["involvedObject"] == {"apiVersion": "batch/v1", "kind": "Job",
+                                       "name": "shop-migrate-1", "namespace": "ns"}
+    assert (event["reason"], event["type"]) == ("MigrationFailed", "Warning")
+    assert event["message"] == "migrategate upgrade: exit 6 (migration-failed) revision c003: " \
+                               "c003 failed: boom"

@@ -353,6 +353,14 @@ args:
   {{- .args | trim | nindent 2 }}
 env:
   {{- include "migrategate.env" . | trim | nindent 2 }}
+{{- if and (ne .role "gate") $v.job.events.enabled }}
+  - name: MIGRATEGATE_K8S_EVENT
+    value: "1"
+  - name: MIGRATEGATE_JOB_NAME
+    valueFrom:
+      fieldRef:
+        fieldPath: metadata.labels['job-name']
+{{- end }}
 {{- with $v.extraEnvFrom }}
 envFrom:
   {{- toYaml . | nindent 2 }}
@@ -380,7 +388,14 @@ container with "args", the Job's pod settings, extraInitContainers/extraContaine
 {{- $job := $v.job -}}
 restartPolicy: Never
 terminationGracePeriodSeconds: {{ int $job.terminationGracePeriodSeconds }}
+{{- if $job.events.enabled }}
+{{- if not $v.serviceAccountName }}
+{{- fail "migrategate: job.events.enabled needs serviceAccountName: a ServiceAccount with a Role that allows create on events (see the README); the default one has no such right" }}
+{{- end }}
+automountServiceAccountToken: true
+{{- else }}
 automountServiceAccountToken: {{ $v.automountServiceAccountToken }}
+{{- end }}
 enableServiceLinks: false
 {{- with $v.serviceAccountName }}
 serviceAccountName: {{ . }}
