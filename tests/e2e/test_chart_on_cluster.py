@@ -635,3 +635,37 @@ def test_an_opt_in_event_tells_kubectl_describe_job_the_outcome(
     assert (event["reason"], event["type"]) == ("Migrated", "Normal")
     assert event["message"].startswith("migrategate upgrade: exit 0 (verified) revision c003")
     assert database["password"] not in event["message"]
+
+
+def test_the_jobs_deadline_ends_a_revision_with_143_and_a_rollback(
+        helm: HelmCLI, kube: Kube, namespace: str, database: Dict[str, str],
+        images: Dict[str, str]) -> None:
+    """job.activeDeadlineSeconds passes while c003 runs: the Job controller deletes the pod
+    (SIGTERM), migrategate cancels the statement and rolls c003 back, exit 143; the Job is
+    Failed with DeadlineExceeded and the database stays at c002."""
+    deadline = 20
+    values = chart_values(database, images["app1"],
+                          job={"backoffLimit": 0, "activeDeadlineSeconds": deadline},
+                          extraEnv=[{"name": "FIXTURE_MIGRATION_SLEEP", "value": "120"}])
+    helm.install("shop", namespace, values)
+    name = only_job(kube, namespace)["metadata"]["name"]
+
+    def migrating() -> Any:
+        pods = kube.job_pods(namespace, name)
+        ids = [st.get("containerID") for p in pods
+               for st in (p["status"].get("containerStatuses") or [])
+               if st["name"] == "migrate" and (st.get("state") or {}).get("running")]
+        return ids[0].split("://", 1)[1] if ids and ids[0] else None
+
+    cid = kube.until(migrating, 90, "the migrate container to run")
+
+    def exited() -> Any:
+        state = json.loads(kube.c.docker("inspect", cid).stdout)[0]["State"]
+        return None if state["Running"] else state
+
+    state = kube.until(exited, deadline + 60, "the deadline to end the container")
+    assert state["ExitCode"] == 143, state
+    job = kube.wait_job(namespace, name, 60)
+    failed = [c for c in job["status"]["conditions"] if c["type"] == "Failed"]
+    assert failed and failed[0]["reason"] == "DeadlineExceeded", job["status"]
+    assert revision(database) == "c002", "c003 rolled back"
