@@ -286,7 +286,7 @@ def _squawk(server: Server, revisions: List[PlannedRevision]) -> str:
     if not every:
         return "nothing to lint"
     if squawk.binary() is None:
-        return "not installed (pip install 'migrategate[squawk]' adds its findings)"
+        return "not installed (pip install squawk-cli adds its findings)"
     version = ".".join(str(p) for p in server.version[:2])
     total = 0
     # squawk is told which statements run inside the revision's transaction and which in

@@ -1,9 +1,10 @@
 """PostgreSQL findings from squawk, a maintained migration linter (optional extra).
 
-``pip install 'migrategate[squawk]'`` (PyPI ``squawk-cli``) brings its binary; without it
-``plan`` says that squawk's findings are missing and goes on with its own rules
-(sqlrisk.py), which cover the lock and the work, not squawk's rule set. We give squawk
-the same statements ``plan`` shows, one per block, and map its line numbers back.
+``pip install squawk-cli`` (the ``squawk`` extra: ``pip install '.[squawk]'`` from a
+checkout) brings its binary; without it ``plan`` says that squawk's findings are missing
+and goes on with its own rules (sqlrisk.py), which cover the lock and the work, not
+squawk's rule set. We give squawk the same statements ``plan`` shows, one per block, and
+map its line numbers back.
 Schema-style rules an operator can't act on at deploy time are left out by default
 (``STYLE_RULES``); squawk's lock/statement-timeout rules are answered by migrategate's
 options, so ``plan`` says whether they are covered instead of repeating them.
