@@ -1,6 +1,7 @@
 """An upgrade under live traffic: what the application's clients feel while the runner runs.
 
     .venv/bin/python bench/live_traffic.py [--reps 3] [--out docs]
+    .venv/bin/python bench/live_traffic.py --backend mariadb [--reps 3] [--out docs]
 
 Starts a throwaway PostgreSQL (tests/servers.py) and, for each repetition and each runner
 (``alembic upgrade head`` and ``migrategate upgrade --pg-lock-timeout 0.05 --lock-retries 40``,
@@ -26,6 +27,14 @@ of medians, and the statements the server executed for each (``log_statement``).
 
 Writes ``<out>/live_traffic.json`` and ``<out>/live_traffic.png``. Not part of the test
 suite: wall-clock numbers belong here, not in assertions.
+
+``--backend mariadb`` runs the same scenario on a throwaway MariaDB (tests/servers.py), with
+PyMySQL connections (one per client thread): ``alembic upgrade head`` against ``migrategate
+upgrade --mysql-lock-wait-timeout 1 --lock-retries 40``. There the blocker's ``BEGIN; SELECT
+id FROM accounts LIMIT 1`` holds a shared metadata lock on ``accounts`` until its COMMIT; the
+ADD COLUMN waits for the exclusive metadata lock, and every later query on the table queues
+behind it. No chain overhead part on MariaDB. Writes ``<out>/live_traffic_mariadb.json`` and
+``<out>/live_traffic_mariadb.png``.
 """
 
 from __future__ import annotations
@@ -66,6 +75,10 @@ RUNNER_TIMEOUT = 60.0
 # 40 s before the runner gives up (exit 6). See docs/benchmarks.md.
 PG_LOCK_TIMEOUT = "0.05"
 LOCK_RETRIES = "40"
+# MySQL/MariaDB: lock_wait_timeout is whole seconds, at least 1; the same schedule applies
+# (1 s, then 2 s, then 4 s per attempt).
+MYSQL_LOCK_WAIT_TIMEOUT = "1"
+BACKEND = "postgresql"      # or "mariadb" (--backend)
 
 REV1 = '''"""accounts
 
@@ -83,7 +96,7 @@ depends_on = None
 def upgrade():
     op.create_table("accounts", sa.Column("id", sa.Integer, primary_key=True),
                     sa.Column("balance", sa.Integer, nullable=False, server_default="0"))
-    op.execute("INSERT INTO accounts (id) SELECT g FROM generate_series(1, {rows}) g")
+    op.execute("{insert}")
 
 
 def downgrade():
@@ -114,11 +127,18 @@ def downgrade():
 
 # ----------------------------------------------------------------------------- project
 
+INSERT_ROWS = {
+    "postgresql": "INSERT INTO accounts (id) SELECT g FROM generate_series(1, {rows}) g",
+    "mariadb": "INSERT INTO accounts (id) SELECT seq FROM seq_1_to_{rows}",  # Sequence engine
+}
+
+
 def write_project(root: Path) -> Path:
     mig = root / "live" / "migrations"
     (mig / "versions").mkdir(parents=True, exist_ok=True)
     (mig / "env.py").write_text(measure.ENV_PY)
-    (mig / "versions" / "l001.py").write_text(REV1.replace("{rows}", str(ROWS)))
+    (mig / "versions" / "l001.py").write_text(
+        REV1.replace("{insert}", INSERT_ROWS[BACKEND]).replace("{rows}", str(ROWS)))
     (mig / "versions" / "l002.py").write_text(REV2)
     return mig
 
@@ -130,8 +150,9 @@ def supports_lock_retries() -> bool:
 
 
 def runner_flags(retries: bool) -> List[str]:
-    return ["--pg-lock-timeout", PG_LOCK_TIMEOUT] + (["--lock-retries", LOCK_RETRIES]
-                                                     if retries else [])
+    timeout = (["--mysql-lock-wait-timeout", MYSQL_LOCK_WAIT_TIMEOUT] if BACKEND == "mariadb"
+               else ["--pg-lock-timeout", PG_LOCK_TIMEOUT])
+    return timeout + (["--lock-retries", LOCK_RETRIES] if retries else [])
 
 
 def runner_label(kind: str, retries: bool) -> str:
@@ -148,10 +169,17 @@ def runner_argv(kind: str, mig: Path, ini: Path, url: str, retries: bool) -> Lis
 
 
 def connect(url: str, application_name: str):
-    import psycopg2
     from sqlalchemy.engine import make_url
 
     u = make_url(url)
+    if u.get_backend_name() == "mysql":  # PyMySQL; not autocommit: a SELECT opens a transaction
+        import pymysql
+
+        return pymysql.connect(host=u.host, port=u.port, user=u.username, password=u.password,
+                               database=u.database, program_name=application_name,
+                               autocommit=False)
+    import psycopg2
+
     return psycopg2.connect(host=u.host, port=u.port, user=u.username, password=u.password,
                             dbname=u.database, application_name=application_name)
 
@@ -180,11 +208,12 @@ class Clients:
             t.join(timeout=30)
 
     def _run(self, i: int) -> None:
-        import psycopg2
-
         rnd = random.Random(i)
         conn = connect(self.url, f"client-{i}")
-        conn.autocommit = True
+        if BACKEND == "mariadb":
+            conn.autocommit(True)
+        else:
+            conn.autocommit = True
         cur = conn.cursor()
         local: List[Tuple[float, float, str]] = []
         try:
@@ -202,7 +231,7 @@ class Clients:
                 local.append((start - self.t0, time.perf_counter() - start, kind))
                 n += 1
                 time.sleep(THINK_SECONDS)
-        except psycopg2.Error as exc:  # recorded and reported with the results
+        except driver_errors() as exc:  # recorded and reported with the results
             self.errors.append(f"client-{i}: {type(exc).__name__}: {exc}")
         finally:
             conn.close()
@@ -210,9 +239,21 @@ class Clients:
                 self.samples.extend(local)
 
 
+def driver_errors() -> Tuple[type, ...]:
+    if BACKEND == "mariadb":
+        import pymysql
+
+        return (pymysql.Error,)
+    import psycopg2
+
+    return (psycopg2.Error,)
+
+
 def blocker(url: str, t0: float, marks: Dict[str, float]) -> None:
     conn = connect(url, "report-query")
     cur = conn.cursor()
+    if BACKEND == "mariadb":  # the SELECT below then holds a shared metadata lock
+        cur.execute("BEGIN")
     cur.execute("SELECT id FROM accounts LIMIT 1")  # opens the transaction: ACCESS SHARE
     cur.fetchone()
     marks["blocker_start"] = time.perf_counter() - t0
@@ -227,7 +268,8 @@ def has_column(url: str) -> bool:
     try:
         cur = conn.cursor()
         cur.execute("SELECT count(*) FROM information_schema.columns WHERE "
-                    "table_name = 'accounts' AND column_name = 'note'")
+                    "table_name = 'accounts' AND column_name = 'note'"
+                    + (" AND table_schema = DATABASE()" if BACKEND == "mariadb" else ""))
         return cur.fetchone()[0] == 1
     finally:
         conn.close()
@@ -430,8 +472,9 @@ def chart(runs: List[Dict], path: Path) -> None:
         b0 = r["blocker_start"]
         xs = [s - b0 for s, _ in r["samples"]]
         ys = [max(lat, 1e-4) for _, lat in r["samples"]]
+        held = "shared metadata lock" if BACKEND == "mariadb" else "ACCESS SHARE"
         ax.axvspan(0, r["blocker_end"] - b0, color="tab:orange", alpha=0.18,
-                   label=f"long transaction ({BLOCKER_SECONDS:.0f} s, ACCESS SHARE)")
+                   label=f"long transaction ({BLOCKER_SECONDS:.0f} s, {held})")
         ax.axvspan(r["runner_start"] - b0, r["runner_end"] - b0, ymin=0, ymax=0.04,
                    color="tab:blue", alpha=0.7, label="runner running")
         ax.scatter(xs, ys, s=3, color="black", label=f"client requests ({CLIENTS} clients)")
@@ -440,30 +483,47 @@ def chart(runs: List[Dict], path: Path) -> None:
         outcome = "completed" if r["completed"] else f"exit {r['exit']}"
         ax.set_title(f"{r['label']} — longest stall {r['longest_stall']:.2f} s, {outcome}",
                      fontsize=10)
-        ax.axhline(0.3, color="tab:red", lw=0.8, ls="--", label="0.3 s")
+        target = 1.2 if BACKEND == "mariadb" else 0.3
+        ax.axhline(target, color="tab:red", lw=0.8, ls="--", label=f"{target} s")
         ax.grid(True, alpha=0.3)
     axes[0].legend(loc="upper right", fontsize=8)
     axes[1].set_xlabel("seconds since the long transaction took its lock")
-    fig.suptitle("Single-row requests while an ADD COLUMN waits behind a long transaction",
-                 fontsize=11)
+    server = " (MariaDB)" if BACKEND == "mariadb" else ""
+    fig.suptitle("Single-row requests while an ADD COLUMN waits behind a long transaction"
+                 + server, fontsize=11)
     fig.tight_layout()
     fig.savefig(path)
 
 
+def mariadb_version() -> str:
+    return subprocess.run([servers._need("mariadbd", "mariadb-server-core"), "--version"],
+                          capture_output=True, text=True).stdout.strip()
+
+
 def main() -> None:
+    global BACKEND, BLOCKER_SECONDS
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--backend", choices=("postgresql", "mariadb"), default="postgresql",
+                    help="the server to measure on (default postgresql; mariadb: the traffic "
+                         "runs only, no chain overhead)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per runner (default 3)")
     ap.add_argument("--chain-reps", type=int, default=15,
                     help="runs per chain size for the overhead ratio (default 15)")
     ap.add_argument("--skip-traffic", action="store_true",
                     help="only the overhead measures (statements, chains)")
+    ap.add_argument("--blocker-seconds", type=float, default=BLOCKER_SECONDS,
+                    help=f"how long the long transaction holds its lock "
+                         f"(default {BLOCKER_SECONDS:.0f})")
     ap.add_argument("--out", default=str(ROOT / "docs"), help="where the JSON and PNG go")
     ap.add_argument("--replot", action="store_true",
                     help="redraw <out>/live_traffic.png from <out>/live_traffic.json and exit")
     args = ap.parse_args()
+    BACKEND = args.backend
+    BLOCKER_SECONDS = args.blocker_seconds
+    stem = "live_traffic" if BACKEND == "postgresql" else f"live_traffic_{BACKEND}"
     if args.replot:
-        saved = json.loads((Path(args.out) / "live_traffic.json").read_text())
-        chart(saved["runs"], Path(args.out) / "live_traffic.png")
+        saved = json.loads((Path(args.out) / f"{stem}.json").read_text())
+        chart(saved["runs"], Path(args.out) / f"{stem}.png")
         print(table(saved["summary"], saved["runs"]))
         return
     retries = supports_lock_retries()
@@ -471,7 +531,10 @@ def main() -> None:
         print("note: this migrategate has no --lock-retries; measuring plain "
               "--pg-lock-timeout (which fails fast, exit 6)", flush=True)
     root = servers.session_dir()
-    pg = servers.start_postgres(root / "pg")
+    if BACKEND == "mariadb":
+        pg = servers.start_mariadb(root / "mariadb")
+    else:
+        pg = servers.start_postgres(root / "pg")
     mig = write_project(root)
     runs: List[Dict] = []
     results: Dict = {"machine": measure.machine(), "load_before": os.getloadavg(),
@@ -479,6 +542,12 @@ def main() -> None:
                                   "blocker_s": BLOCKER_SECONDS, "runner_delay_s": RUNNER_DELAY,
                                   "pg_lock_timeout": PG_LOCK_TIMEOUT,
                                   "lock_retries": LOCK_RETRIES if retries else None}}
+    if BACKEND == "mariadb":
+        results["machine"]["mariadb"] = mariadb_version()
+        results["settings"].pop("pg_lock_timeout")
+        results["settings"].update(backend="mariadb",
+                                   mysql_lock_wait_timeout=MYSQL_LOCK_WAIT_TIMEOUT,
+                                   runner_flags=runner_flags(retries))
     try:
         for rep in range(0 if args.skip_traffic else args.reps):
             order = ["alembic", "migrategate"] if rep % 2 == 0 else ["migrategate", "alembic"]
@@ -491,10 +560,11 @@ def main() -> None:
                       f"ended, {r['retry_log_lines']} retry lines", flush=True)
                 for e in r["client_errors"]:
                     print(f"  client error: {e}", flush=True)
-        print("empty -> head on the synthetic chains, nothing blocking:", flush=True)
-        results["statements"] = statement_counts(pg, root, 50, retries)
-        results["chain_overhead"] = chain_overhead(
-            pg, root, [(200, args.chain_reps), (800, args.chain_reps)], retries)
+        if BACKEND == "postgresql":
+            print("empty -> head on the synthetic chains, nothing blocking:", flush=True)
+            results["statements"] = statement_counts(pg, root, 50, retries)
+            results["chain_overhead"] = chain_overhead(
+                pg, root, [(200, args.chain_reps), (800, args.chain_reps)], retries)
     finally:
         pg.stop()
     results["load_after"] = os.getloadavg()
@@ -509,8 +579,11 @@ def main() -> None:
             r["samples"] = None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "live_traffic.json").write_text(json.dumps(results, separators=(",", ":")))
-    chart(runs, out / "live_traffic.png")
+    (out / f"{stem}.json").write_text(json.dumps(results, separators=(",", ":")))
+    try:
+        chart(runs, out / f"{stem}.png")
+    except ModuleNotFoundError as exc:  # matplotlib: pip install -e '.[bench]'
+        print(f"no picture ({exc}); the JSON holds every figure", flush=True)
     print(table(results["summary"], runs))
     print(f"load average before / after: {results['load_before']} / {results['load_after']}")
 

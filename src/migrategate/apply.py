@@ -284,9 +284,14 @@ def is_read(statement: str) -> bool:
     return _first_word(statement) in _READS
 
 
-def lock_timeout_for(attempt: int, first: float) -> float:
-    """The documented schedule: the lock timeout doubles per attempt, up to 4× the first."""
-    return first * min(2 ** (attempt - 1), 4)
+def lock_timeout_for(attempt: int, first: float, escalate: bool = True) -> float:
+    """The documented schedule: on PostgreSQL the lock timeout doubles per attempt, up to
+    4× the first. Not on MySQL/MariaDB (``escalate=False``): there every query on the table
+    queues behind an ALTER that waits for its metadata lock, so each second it waits is a
+    second of stall for the app, and timeouts are whole seconds — 1 s, 2 s, 4 s measured as
+    clients stalling 2–4 s behind a long transaction (bench/live_traffic.py --backend
+    mariadb); the retries and their pauses give the blocker its room instead."""
+    return first * min(2 ** (attempt - 1), 4) if escalate else first
 
 
 def pause_before(attempt: int) -> float:
@@ -394,7 +399,7 @@ def _with_lock_retries(migration_fn: Callable[..., Any], steps: _Steps, settings
         fresh = steps.fresh_transaction()
         for attempt in range(1, retries + 2):
             if autocommitting:
-                set_wait_timeout(conn, steps, lock_timeout_for(attempt, first))
+                set_wait_timeout(conn, steps, lock_timeout_for(attempt, first, escalate=False))
                 undo: Callable[[], Any] = lambda: None  # noqa: E731 - nothing to undo
             else:
                 undo = attempt_pg(attempt, conn, fresh)

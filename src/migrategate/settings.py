@@ -222,8 +222,8 @@ OPTIONS: Dict[str, Option] = {
                dialects=PG + MYSQL, dialect_label="PostgreSQL and MySQL/MariaDB",
                metavar="N", commands=RUNS,
                help="when a revision's statement hits its lock timeout, retry the "
-                    "revision up to N times (timeout doubling up to 4x, jittered pauses; "
-                    "default 0). PostgreSQL: the attempt is rolled back whole. "
+                    "revision up to N times (jittered pauses; PostgreSQL's timeout "
+                    "doubling up to 4x; default 0). PostgreSQL: the attempt is rolled back whole. "
                     "MySQL/MariaDB: only a DDL statement before which the revision "
                     "changed nothing"),
         Option("statement_timeout", "seconds", minimum=0.001, maximum=_PG_MAX,

@@ -221,7 +221,7 @@ def test_without_a_pg_lock_timeout_retries_start_at_one_second(pg_url, tmp_path)
 def test_mysql_a_blocked_alter_is_retried_until_the_blocker_ends(mariadb_url, tmp_path):
     mig = _project(tmp_path, mariadb_url, 'op.add_column("t1", sa.Column("x", sa.Integer))')
 
-    # lock_wait_timeout 1 s, then 2 s; the blocker lets go after the second attempt
+    # lock_wait_timeout 1 s each attempt; the blocker lets go after the second attempt
     code, err, connection_id = _upgrade_while_blocked(mariadb_url, mig, "--lock-retries", "10",
                                                       release_on="(attempt 2/11)")
 

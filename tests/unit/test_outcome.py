@@ -198,3 +198,12 @@ def test_spent_attempts_say_nothing_changed_only_where_that_is_true():
     assert decide(attempt=4, retries=3, transactional=False, first_write="INSERT") == \
         (False, "", "")
     assert decide(attempt=4, retries=3, transactional=True) == (False, "", "")
+
+
+def test_the_lock_timeout_escalates_on_postgresql_only():
+    """MySQL/MariaDB queue every later query behind an ALTER waiting for its metadata lock:
+    each attempt waits the first timeout again (clients stalled 2-4 s with 1, 2, 4 s)."""
+    from migrategate.apply import lock_timeout_for
+
+    assert [lock_timeout_for(a, 0.05) for a in (1, 2, 3, 4, 5)] == [0.05, 0.1, 0.2, 0.2, 0.2]
+    assert [lock_timeout_for(a, 1.0, escalate=False) for a in (1, 2, 3, 9)] == [1.0] * 4
