@@ -33,7 +33,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .errors import ConfigError
 
@@ -365,7 +365,9 @@ def _class_end(text: str, start: int) -> int:
     return min(k + 1, len(text))
 
 
-def _group_end(text: str, start: int) -> int:
+def _structure(text: str, start: int = 0) -> Iterator[Tuple[int, str, int]]:
+    """(position, character, nesting depth after it) of each ``(``, ``)`` and ``|`` that is
+    syntax: escapes and character classes are stepped over."""
     depth, k = 0, start
     while k < len(text):
         ch = text[k]
@@ -375,35 +377,26 @@ def _group_end(text: str, start: int) -> int:
         if ch == "[":
             k = _class_end(text, k)
             continue
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                return k + 1
+        if ch in "()|":
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            yield k, ch, depth
         k += 1
+
+
+def _group_end(text: str, start: int) -> int:
+    for k, ch, depth in _structure(text, start):
+        if ch == ")" and depth == 0:
+            return k + 1
     return len(text)
 
 
 def _split_top(text: str, sep: str) -> List[str]:
-    parts, depth, start, k = [], 0, 0, 0
-    while k < len(text):
-        ch = text[k]
-        if ch == "\\":
-            k += 2
-            continue
-        if ch == "[":
-            k = _class_end(text, k)
-            continue
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == sep and depth == 0:
-            parts.append(text[start:k])
-            start = k + 1
-        k += 1
-    parts.append(text[start:])
+    parts, begin = [], 0
+    for k, ch, depth in _structure(text):
+        if ch == sep and depth == 0:
+            parts.append(text[begin:k])
+            begin = k + 1
+    parts.append(text[begin:])
     return parts
 
 
