@@ -25,16 +25,23 @@ MARIADB_PASSWORD = "mariadb-test-secret"
 _apt_updated = False
 
 
+#: apt-get runs one at a time across the suite and the Kubernetes build scripts/test.sh
+#: starts beside it (tests/e2e/provision.py takes the same lock): dpkg allows one user
+APT_LOCK = (["flock", "-w", "1800", "/tmp/migrategate-apt.lock"]
+            if shutil.which("flock") else [])
+
+
 def _apt_install(*packages: str) -> None:
     global _apt_updated
     if os.geteuid() != 0:
         raise RuntimeError(f"{' '.join(packages)} missing and not root: install them first")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     if not _apt_updated:
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(APT_LOCK + ["apt-get", "update", "-qq"], check=True, env=env)
         _apt_updated = True
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "--no-upgrade",
-                    *packages], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(APT_LOCK + ["apt-get", "install", "-y", "-qq", "--no-install-recommends",
+                               "--no-upgrade", *packages],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
 
 
 def pg_bindir() -> str:

@@ -106,12 +106,15 @@ def apt_install(packages: Sequence[str]) -> None:
     """Install Debian packages that are missing (apt never starts services here)."""
     log(f"apt-get install {' '.join(packages)}")
     env = {"DEBIAN_FRONTEND": "noninteractive"}
+    # one apt-get at a time with the main suite's server installs (tests/servers.py)
+    lock = (["flock", "-w", "1800", "/tmp/migrategate-apt.lock"]
+            if shutil.which("flock") else [])
     try:
-        run(["apt-get", "install", "-y", "-qq", "--no-upgrade", *packages], env=env,
+        run(lock + ["apt-get", "install", "-y", "-qq", "--no-upgrade", *packages], env=env,
             what="apt-get install")
     except ProvisionError:
-        run(["apt-get", "update", "-qq"], env=env, what="apt-get update")
-        run(["apt-get", "install", "-y", "-qq", "--no-upgrade", *packages], env=env,
+        run(lock + ["apt-get", "update", "-qq"], env=env, what="apt-get update")
+        run(lock + ["apt-get", "install", "-y", "-qq", "--no-upgrade", *packages], env=env,
             what="apt-get install")
 
 
