@@ -53,6 +53,7 @@ from .protocol import (
     Statement,
 )
 from .settings import Settings
+from .runtime import version_table_options
 from .signals import SignalGuard
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -198,10 +199,7 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
         kw.setdefault("transaction_per_migration", not settings.single_transaction)
         if settings.single_transaction:
             kw["transaction_per_migration"] = False
-        if settings.version_table != "alembic_version":
-            kw["version_table"] = settings.version_table
-        if settings.version_table_schema:
-            kw["version_table_schema"] = settings.version_table_schema
+        kw.update(version_table_options(settings))
         callbacks = kw.get("on_version_apply") or ()
         if callable(callbacks):
             callbacks = (callbacks,)
@@ -506,10 +504,10 @@ def failure_record(exc: BaseException, signum: Optional[int]) -> FailureRecord:
     where = None
     if isinstance(exc, SyntaxError):
         where = f"{exc.filename}, line {exc.lineno}"
-    elif exc.__traceback__ is not None and not is_database_error(exc):
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if not _ours(f.filename)]
-        if frames:
-            where = f"{frames[-1].filename}, line {frames[-1].lineno}"
+    elif not is_database_error(exc):
+        frame = app_frame(exc)
+        if frame is not None:
+            where = f"{frame.filename}, line {frame.lineno}"
     return FailureRecord(
         cls=type(exc).__name__,
         message=exc.message if isinstance(exc, MigrategateError) else describe(exc),
@@ -518,6 +516,13 @@ def failure_record(exc: BaseException, signum: Optional[int]) -> FailureRecord:
         traceback="".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
         where=where, database_error=is_database_error(exc) or kind == UNREACHABLE,
         typed=typed)
+
+
+def app_frame(exc: BaseException) -> Optional[traceback.FrameSummary]:
+    """The innermost frame of ``exc`` in the app's code (env.py, a revision, a model),
+    not in Alembic, SQLAlchemy, migrategate or the standard library."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not _ours(f.filename)]
+    return frames[-1] if frames else None
 
 
 @functools.lru_cache(maxsize=1)

@@ -14,9 +14,9 @@ plan says which revisions it could not see into.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
-import traceback
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -144,12 +144,12 @@ class _Collector:
 
 
 def _revision_frame(exc: BaseException) -> str:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if "/versions/" in f.filename.replace("\\", "/")]
-    if not frames:
-        return ""
-    f = frames[-1]
-    return f" at {f.filename.rsplit('/', 1)[-1]}:{f.lineno}"
+    """Where in the app's code it failed (apply.app_frame: by installed location, not by a
+    path that merely contains 'versions')."""
+    from .apply import app_frame
+
+    f = app_frame(exc)
+    return "" if f is None else f" at {os.path.basename(f.filename)}:{f.lineno}"
 
 
 def _render(job: Dict[str, Any]) -> Dict[str, Any]:
@@ -157,7 +157,7 @@ def _render(job: Dict[str, Any]) -> Dict[str, Any]:
     from sqlalchemy.engine import make_url
 
     from .location import make_config, script_directory
-    from .runtime import migration_environment
+    from .runtime import migration_environment, version_table_options
 
     settings = Settings(url=make_url(job["url"]), migrations=job["migrations"],
                         config=job["config"], app_root=job["app_root"],
@@ -190,10 +190,7 @@ def _render(job: Dict[str, Any]) -> Dict[str, Any]:
     def configure(**kw: Any) -> None:
         kw["output_buffer"] = collector
         kw.setdefault("transaction_per_migration", True)
-        if settings.version_table != "alembic_version":
-            kw["version_table"] = settings.version_table
-        if settings.version_table_schema:
-            kw["version_table_schema"] = settings.version_table_schema
+        kw.update(version_table_options(settings))
         if not any(kw.get(k) is not None for k in ("connection", "url", "dialect_name")):
             kw["url"] = settings.url
         configure_as_written(**kw)

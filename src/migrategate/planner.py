@@ -130,8 +130,7 @@ def build(settings: Settings, conn: Optional["Connection"], graph: Graph, plan: 
     from .dialect import dialect_for
 
     dialect = dialect_for(settings.dialect)
-    server = dialect.plan_server(conn) if conn is not None else Server(
-        "mariadb" if settings.dialect == "mariadb" else settings.dialect)
+    server = dialect.plan_server(conn) if conn is not None else Server(settings.dialect)
     if not plan.pending:
         rendered: Dict[str, offline.Rendered] = {}
     elif settings.rehearse_on:
@@ -151,6 +150,7 @@ def build(settings: Settings, conn: Optional["Connection"], graph: Graph, plan: 
     sizes: Dict[str, TableSize] = {}
     indexes: Dict[str, str] = {}  # index -> table, for the plan's own CREATE INDEX
     columns: Dict[Tuple[str, str], Tuple[str, bool]] = {}
+    read: Set[str] = set()  # tables whose columns were read (once each)
     for rev in plan.pending:
         r = rendered.get(rev.id)
         planned = PlannedRevision(rev.id, rev.message)
@@ -161,8 +161,8 @@ def build(settings: Settings, conn: Optional["Connection"], graph: Graph, plan: 
             planned.not_planned = r.error
             planned.source = r.source
             for st in r.own:
-                if server.kind in ("mysql", "mariadb") and conn is not None:
-                    columns.update(_columns_for(dialect, conn, st.sql))
+                if conn is not None:  # MySQL's MODIFY/CHANGE need them (Dialect.columns)
+                    columns.update(_columns_for(dialect, conn, st.sql, read))
                 a = assess(st.sql, server, columns)
                 _index_table(a, dialect, conn, indexes)
                 planned.statements.append(PlannedStatement(
@@ -183,13 +183,16 @@ def build(settings: Settings, conn: Optional["Connection"], graph: Graph, plan: 
     return DeployPlan(server, plan.current, plan.target, revisions, squawk)
 
 
-def _columns_for(dialect: Any, conn: "Connection", sql: str
+def _columns_for(dialect: Any, conn: "Connection", sql: str, read: Set[str]
                  ) -> Dict[Tuple[str, str], Tuple[str, bool]]:
     import re
 
     m = re.match(r"\s*ALTER TABLE\s+(\S+)\s+.*\b(MODIFY|CHANGE)\b", sql,
                  re.IGNORECASE | re.DOTALL)
-    return dialect.columns(conn, m.group(1)) if m else {}
+    if m is None or bare(m.group(1)).lower() in read:
+        return {}
+    read.add(bare(m.group(1)).lower())
+    return dialect.columns(conn, m.group(1))
 
 
 def _index_table(a: Assessment, dialect: Any, conn: Optional["Connection"],

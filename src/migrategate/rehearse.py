@@ -138,7 +138,7 @@ def _rehearse(job: Dict[str, Any], url: str) -> Dict[str, Any]:
     from .apply import ends_transaction
     from .location import make_config, script_directory
     from .offline import version_statement
-    from .runtime import migration_environment
+    from .runtime import migration_environment, version_table_options
 
     settings = Settings(url=make_url(url), migrations=job["migrations"], config=job["config"],
                         app_root=job["app_root"], flask_app=job["flask_app"],
@@ -219,10 +219,7 @@ def _rehearse(job: Dict[str, Any], url: str) -> Dict[str, Any]:
             raise ConfigError("env.py configured no connection in online mode",
                               "a rehearsal runs env.py's online branch")
         kw["transaction_per_migration"] = False
-        if settings.version_table != "alembic_version":
-            kw["version_table"] = settings.version_table
-        if settings.version_table_schema:
-            kw["version_table_schema"] = settings.version_table_schema
+        kw.update(version_table_options(settings))
         if not connection.in_transaction():
             connection.begin()  # ours: Alembic then treats it as external, never commits
         event.listen(connection, "commit", refuse)
@@ -262,7 +259,7 @@ def _set_up(config: Any, script: Any, settings: Settings, current: List[str]) ->
     """The scratch database to the target's current revision, committed, by env.py."""
     from alembic.runtime.environment import EnvironmentContext
 
-    from .runtime import migration_environment
+    from .runtime import migration_environment, version_table_options
 
     destination = current[0] if len(current) == 1 else tuple(current)
 
@@ -275,10 +272,7 @@ def _set_up(config: Any, script: Any, settings: Settings, current: List[str]) ->
 
     def configure(**kw: Any) -> None:
         kw["transaction_per_migration"] = False  # all of it or nothing
-        if settings.version_table != "alembic_version":
-            kw["version_table"] = settings.version_table
-        if settings.version_table_schema:
-            kw["version_table_schema"] = settings.version_table_schema
+        kw.update(version_table_options(settings))
         configure_as_written(**kw)
 
     env.configure = configure  # type: ignore[method-assign,assignment]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Dict, Iterator
 
 from .settings import Settings
 
@@ -27,6 +27,17 @@ def app_paths(settings: Settings) -> Iterator[None]:
     finally:
         if root in sys.path:
             sys.path.remove(root)
+
+
+def version_table_options(settings: Settings) -> Dict[str, str]:
+    """What env.py's ``context.configure`` is given so Alembic uses our version table (the
+    migration, offline rendering, and both rehearsal runs: one place)."""
+    out: Dict[str, str] = {}
+    if settings.version_table != "alembic_version":
+        out["version_table"] = settings.version_table
+    if settings.version_table_schema:
+        out["version_table_schema"] = settings.version_table_schema
+    return out
 
 
 @contextlib.contextmanager
