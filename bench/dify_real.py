@@ -5,15 +5,16 @@
 DIFY_API_DIR is a Dify ``api/`` tree; the Python must be able to ``import models`` there
 (Dify's own dependencies, Python >= 3.12; see docs/dify.md and scripts/dify-acceptance.sh)
 plus SQLAlchemy, Alembic, Flask-Migrate and psycopg2. migrategate runs from this checkout's
-src/. On a throwaway PostgreSQL (tests/servers.py), each repetition, on fresh databases and
-alternating which tool goes first:
+src/. On a throwaway PostgreSQL (``--backend mariadb``: MariaDB) (tests/servers.py), each
+repetition, on fresh databases and alternating which tool goes first:
 
 - empty -> head and then no-op with ``migrategate upgrade --preset dify --app-root DIR``
   (Dify's own DB_* variables);
 - the same two with plain ``flask db upgrade`` through a minimal Flask-Migrate app over
   Dify's migrations (scripts/dify_acceptance.py's MINIMAL_APP, no Dify app factory).
 
-Prints the medians and their ratios and writes ``<out>/dify_real.json``.
+Prints the medians and their ratios and writes ``<out>/dify_real.json``
+(``dify_real_mariadb.json``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("api", help="a Dify api/ directory (DIFY_API_DIR)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--backend", choices=("postgresql", "mariadb"), default="postgresql")
     ap.add_argument("--out", default=str(ROOT / "docs"))
     args = ap.parse_args()
     api = Path(args.api).resolve()
@@ -48,7 +50,8 @@ def main() -> int:
     times: Dict[str, List[float]] = {k: [] for k in
                                      ("mg_empty", "mg_noop", "flask_empty", "flask_noop")}
     base = servers.session_dir()
-    pg = servers.start_postgres(base / "pg")
+    pg = (servers.start_postgres(base / "pg") if args.backend == "postgresql"
+          else servers.start_mariadb(base / "mariadb"))
     try:
         with tempfile.TemporaryDirectory(prefix="dify-bench-") as tmp:
             app_file = Path(tmp) / "dify_minimal_app.py"
@@ -75,11 +78,12 @@ def main() -> int:
         pg.stop()
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {"api": str(api), "revisions": revisions, "reps": args.reps, "runs": times,
-              "median": med, "machine": machine_facts()}
+              "backend": args.backend, "median": med, "machine": machine_facts()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dify_real.json").write_text(json.dumps(result, indent=1))
-    print(f"Dify ({revisions} revisions), median of {args.reps}: empty -> head "
+    name = "dify_real.json" if args.backend == "postgresql" else f"dify_real_{args.backend}.json"
+    (out / name).write_text(json.dumps(result, indent=1))
+    print(f"Dify ({revisions} revisions, {args.backend}), median of {args.reps}: empty -> head "
           f"{med['mg_empty']:.2f} s migrategate --preset dify vs {med['flask_empty']:.2f} s "
           f"flask db upgrade = {med['mg_empty'] / med['flask_empty']:.2f}x; no-op "
           f"{med['mg_noop']:.2f} s vs {med['flask_noop']:.2f} s = "

@@ -408,7 +408,8 @@ def main() -> None:
     if args.breakdown:
         print(breakdown_text(breakdown(json.loads(Path(args.breakdown).read_text()))))
         return
-    sizes = [(50, 3), (200, 3)] if args.quick else [(50, 5), (200, 3), (800, 2)]
+    # 3 runs left single figures ±15 % apart on this shared 2-CPU machine: more at each size
+    sizes = [(50, 3), (200, 3)] if args.quick else [(50, 9), (200, 7), (800, 3)]
     root = servers.session_dir()
     PG = servers.start_postgres(root / "pg")
     results: Dict = {"machine": machine(), "chains": {}, "concurrency": {}}
@@ -416,6 +417,7 @@ def main() -> None:
         for n, reps in sizes:
             print(f"chain of {n} revisions, {reps} runs ...", flush=True)
             results["chains"][str(n)] = measure_chain(PG, root, n, reps)
+            results["chains"][str(n)]["load_average_after"] = os.getloadavg()[0]
         for runners in (16, 64):
             print(f"{runners} concurrent runners ...", flush=True)
             results["concurrency"][str(runners)] = measure_concurrency(

@@ -67,6 +67,7 @@ def upgrade(*, database_url: Text = None, password_file: Text = None, password: 
             version_table: Text = None, version_table_schema: Text = None,
             lock_name: Text = None, application_name: Text = None,
             history_table: Text = None, no_history: Optional[bool] = None,
+            no_resume: Optional[bool] = None,
             env: Optional[Mapping[str, str]] = None) -> "Result":
     """Lock, apply pending revisions, verify; returns only when verified at the target."""
     return _run("upgrade", dict(locals()))
@@ -154,8 +155,10 @@ def repair(*, database_url: Text = None, password_file: Text = None, password: T
            lock_timeout: Seconds = None, yes: Optional[bool] = None,
            version_table: Text = None, version_table_schema: Text = None,
            lock_name: Text = None, application_name: Text = None,
+           history_table: Text = None,
            env: Optional[Mapping[str, str]] = None) -> "Result":
-    """Drop the INVALID indexes the next pending revision's failed CONCURRENTLY build left
-    (PostgreSQL); without ``yes=True`` only says what it would do
-    (``result.extra["repair"]``)."""
+    """Get out of a half-applied next pending revision: drop the INVALID indexes its failed
+    CONCURRENTLY build left (PostgreSQL), or resume it after the statements its attempt
+    committed (MySQL/MariaDB, from the journal); without ``yes=True`` only says what it would
+    do (``result.extra["repair"]``)."""
     return _run("repair", dict(locals()))

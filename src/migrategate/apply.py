@@ -23,9 +23,9 @@ import functools
 import re
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import deadline
+from . import deadline, journal
 from .dberrors import (
     LOCK_TIMEOUT,
     UNREACHABLE,
@@ -33,11 +33,12 @@ from .dberrors import (
     code_of,
     describe,
     is_database_error,
+    mysql_errno,
     sqlstate,
 )
 from .dialect import DDL_WORDS, dialect_for, first_word as _first_word
 from .dialect import of as dialect_of
-from .errors import MigrategateError
+from .errors import ConfigError, MigrategateError
 from .fence import Fence, LockLostHere, dbapi_connection
 from .pending import Plan
 from .protocol import (
@@ -92,6 +93,11 @@ class _Steps:
         self.ends = 0  # transactions ended on the connection (COMMIT/ROLLBACK, any spelling)
         self.ended_by_revision = False  # the running revision ended a transaction itself
         self.in_autocommit = False  # inside Alembic's autocommit_block(): the driver commits
+        #: MySQL/MariaDB: the journal of what committed (journal.py), and a resume's skips
+        self.journal: Optional[journal.Writer] = None
+        self.skips: Optional[journal.Skips] = None
+        self.position = 0  # write statements of the running revision so far (its journal's)
+        self.probed = False  # a resume's first statement after its skips was checked
 
     def begin(self, rev: str) -> None:
         self.settle()
@@ -101,12 +107,36 @@ class _Steps:
         self.partial = []
         self.first_write = ""
         self.ended_by_revision = False
+        self.restart()
+        if self.journal is not None and self.connection is not None:
+            # in the revision's transaction, so the first DDL's implicit commit (which runs
+            # before that DDL) commits it: "this revision's first statement may have run".
+            # A resume also starts with what the old attempt committed: the newest attempt
+            # always holds all of the revision that is in the database
+            skips = self.skips if self.skips is not None and self.skips.revision == rev \
+                else None
+            self.journal.rows(dbapi_connection(self.connection), [(rev, -1, "", "begin", "")] + (
+                [(rev, i, d, k, t) for i, (d, k, t) in
+                 enumerate(zip(skips.digests, skips.kinds, skips.texts))] if skips else []),
+                commit=False)
         self.sink(Started(rev))
+
+    def restart(self) -> None:
+        """The revision's upgrade() starts (again, after a lock retry): count from 0."""
+        self.position, self.probed = 0, False
 
     def step_done(self, ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
         """Alembic's on_version_apply: inside the revision's transaction, before COMMIT."""
         self.fence.before_commit(ctx.connection)
         rev = step.up_revision_id
+        skips = self.skips
+        if skips is not None and skips.revision == rev and self.position < len(skips.digests):
+            raise ConfigError(
+                f"resuming {rev}: its upgrade() now runs {self.position} write statement(s) "
+                f"before its end, where run {skips.from_run} committed {len(skips.digests)} "
+                f"(the first not run again: {skips.texts[self.position][:200]}); the revision "
+                "file changed since that attempt. Nothing more of it was run",
+                _MISMATCH_HINT)
         self.uncommitted.append(rev)
         self.sink(Ran(rev, round(time.monotonic() - self.started, 3)))
         self.current = None  # what runs next (COMMIT, the version row) is no longer its code
@@ -132,15 +162,76 @@ class _Steps:
                 self.current is not None and not self.in_autocommit and _driver_idle(conn):
             self._ended("the driver's own commit()")  # no SQLAlchemy event says so
 
-    def executed(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    def executed(self, conn: Any, cursor: Any, statement: str, parameters: Any = None,
+                 *args: Any) -> None:
         """Where DDL is not transactional: a completed write of the running revision."""
-        if self.current is None or self.in_autocommit or is_read(statement):
+        if self.current is None or is_read(statement):
             return
+        if self.in_autocommit:
+            kind = "autocommit"  # reported by autocommitted(), before it ran
+        else:
+            if not self.first_write:
+                self.first_write = _one_line(statement)
+            kind = ("ddl" if self.dialect.commits_itself(dbapi_connection(conn), statement)
+                    else "dml")  # "ddl": committed itself and all before it
+            self.sink(Statement(self.current, _one_line(statement), kind=kind))
+        if self.journal is not None:
+            self._journal(conn, statement, parameters, kind)
+
+    def _journal(self, conn: Any, statement: str, parameters: Any, kind: str) -> None:
+        """The statement's journal row: in its transaction (DML: both commit or neither),
+        or committed right after it (it committed itself)."""
+        assert self.journal is not None and self.current is not None
+        self.journal.rows(dbapi_connection(conn), [(
+            self.current, self.position, journal.digest(statement, parameters), kind,
+            journal.shown(statement))], commit=kind != "dml")
+        self.position += 1
+
+    def skip_committed(self, conn: Any, cursor: Any, statement: str, parameters: Any,
+                       context: Any, executemany: bool) -> Tuple[str, Any]:
+        """Resuming: a statement the earlier attempt committed is not sent again (a no-op
+        read runs instead); one that differs stops the revision before it changes anything;
+        the first one after them, when that attempt did not end on its own and it is DDL,
+        is run here and "already there" taken as "it had committed" (journal.py)."""
+        skips = self.skips
+        if skips is None or self.current != skips.revision or is_read(statement):
+            return statement, parameters
+        pos = self.position
+        if pos < len(skips.digests):
+            if journal.digest(statement, parameters) != skips.digests[pos]:
+                raise ConfigError(
+                    f"resuming {self.current}: its write statement #{pos + 1} is now "
+                    f"{journal.shown(statement)[:200]!r}, but run {skips.from_run} committed "
+                    f"{skips.texts[pos][:200]!r} there; the revision file changed since that "
+                    "attempt. Nothing more of it was run", _MISMATCH_HINT)
+            self.position += 1
+            return _SKIPPED, ()
+        if self.probed or not skips.maybe_applied:
+            return statement, parameters
+        self.probed = True
+        dbapi = dbapi_connection(conn)
+        if self.in_autocommit or not self.dialect.commits_itself(dbapi, statement):
+            return statement, parameters  # a DML statement rolled back with its attempt
+        errors = getattr(conn.dialect, "loaded_dbapi", None) or conn.dialect.dbapi
+        probe = dbapi.cursor()
+        try:
+            probe.execute(statement, parameters)
+        except errors.Error as exc:
+            if mysql_errno(exc) not in journal.ALREADY_APPLIED:
+                return statement, parameters  # it fails again, through SQLAlchemy, as itself
+            self.sink(Statement(self.current, _one_line(statement), kind="ddl"))
+            self._journal(conn, statement, parameters, "ddl")
+            print(f"resuming {self.current}: {_one_line(statement)[:120]} had committed "
+                  f"before run {skips.from_run} stopped (the server says: {describe(exc)})",
+                  flush=True)
+            return _SKIPPED, ()
+        finally:
+            probe.close()
         if not self.first_write:
             self.first_write = _one_line(statement)
-        kind = ("ddl" if self.dialect.commits_itself(dbapi_connection(conn), statement)
-                else "dml")  # "ddl": committed itself and all before it
-        self.sink(Statement(self.current, _one_line(statement), kind=kind))
+        self.sink(Statement(self.current, _one_line(statement), kind="ddl"))
+        self._journal(conn, statement, parameters, "ddl")
+        return _SKIPPED, ()
 
     def transaction_began(self, conn: Any) -> None:
         self.txn_revision, self.txn_statements = self.current, 0
@@ -173,13 +264,20 @@ class _Steps:
 
 
 def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
-                guard: SignalGuard, fence: Fence) -> None:
-    """Apply ``plan`` via env.py; every outcome becomes events on ``sink``."""
+                guard: SignalGuard, fence: Fence, journal_info: Optional[Dict[str, Any]] = None,
+                resume: Optional[Dict[str, Any]] = None) -> None:
+    """Apply ``plan`` via env.py; every outcome becomes events on ``sink``.
+
+    ``journal_info`` (MySQL/MariaDB, with history): record each write statement in the
+    journal; ``resume``: skip what an earlier attempt of a revision committed."""
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(config)
     steps = _Steps(plan, sink, fence, settings)
+    if journal_info is not None:
+        steps.journal = journal.Writer(journal_info)
+        steps.skips = journal.Skips.from_dict(resume) if resume else None
 
     def upgrade_steps(rev: Any, context: Any) -> Iterator[Any]:
         for step in script._upgrade_revs(plan.destination, rev):  # noqa: SLF001 - as command.upgrade
@@ -211,6 +309,9 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
             # transaction ends are tracked on every run: a revision that committed part
             # of itself must be reported so, and never retried
             event.listen(connection, "before_cursor_execute", steps.executing)
+            if steps.skips is not None:
+                event.listen(connection, "before_cursor_execute", steps.skip_committed,
+                             retval=True)
             event.listen(connection, "begin", steps.transaction_began)
             for ended in ("commit", "rollback"):
                 event.listen(connection, ended, steps.transaction_ended)
@@ -234,6 +335,11 @@ def run_upgrade(config: "Config", plan: Plan, settings: Settings, sink: Sink,
 
 
 SAVEPOINT = "migrategate_lock_retry"
+#: what runs instead of a statement a resume skips (a read: not journaled, not a write)
+_SKIPPED = "SELECT 1 /* migrategate: committed by an earlier attempt */"
+_MISMATCH_HINT = ("restore the revision as it was when it ran, or put the database right by "
+                  "hand ('migrategate history' lists what that attempt committed) and run "
+                  "upgrade with --no-resume")
 #: statements that change nothing a retry could repeat (MySQL: what may run before a
 #: retried DDL statement); anything else, or anything we can't classify, counts as a write
 _READS = ("SELECT", "SHOW", "SET", "DESCRIBE", "DESC", "EXPLAIN")
@@ -402,6 +508,7 @@ def _with_lock_retries(migration_fn: Callable[..., Any], steps: _Steps, settings
             else:
                 undo = attempt_pg(attempt, conn, fresh)
             ends = steps.ends
+            steps.restart()
             try:
                 migration_fn(**kw)
             except Exception as exc:

@@ -7,6 +7,7 @@ initContainer should not pay for SQLAlchemy and Alembic before they need them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -191,6 +192,7 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
 
     from .log import Writer
     from .signals import NOTHING_CHANGED, SignalGuard
+    from .spare import early_spare
 
     # Every database command ends the same way on SIGINT/SIGTERM — 130/143, the one JSON
     # document, the termination message — wherever the signal lands (connecting, reading
@@ -198,7 +200,7 @@ def run(argv: Optional[List[str]] = None, env: Optional[Mapping[str, str]] = Non
     # what they must cancel; this one covers the rest.
     guard = SignalGuard(hint=REGISTRY[args.command].interrupted_hint or NOTHING_CHANGED)
     guard.raising = False  # only recorded until _run's try is entered
-    with guard:
+    with guard, (early_spare() if args.command == "upgrade" else contextlib.nullcontext()):
         return _run(args, flags, env, Writer(json_lines=output.log_format == "json"), guard,
                     output)
 
@@ -314,7 +316,21 @@ def _redacted_lines(text: str) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    sys.exit(run(argv))
+    """The console script: run, flush, and leave without tearing the interpreter down.
+
+    Everything is written and every process and lock of ours is released by then
+    (run returns only after its report); what is left is the interpreter freeing
+    SQLAlchemy's and Alembic's objects one by one, 0.1–0.15 s measured after the last
+    line of an upgrade (strace), paid by every Job and gate for nothing."""
+    import os
+
+    code = run(argv)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,9 +11,9 @@ import contextlib
 import dataclasses
 import functools
 import time
-from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import dberrors, failures, historytable as history
+from . import dberrors, failures, historytable as history, journal
 from .checks import CheckResult, failed, run_checks
 from .connect import blocking, connect, make_engine, server_version
 from .dialect import Dialect, dialect_for
@@ -34,9 +34,10 @@ from .report import Applied, Result
 from .runtime import app_paths
 from .scripts import Graph, load_graph
 from .settings import OPTIONS, Settings
+from .urls import MYSQL
 from .signals import NOTHING_CHANGED, SignalGuard
 from .protocol import RunFacts
-from .supervise import Supervisor
+from .supervise import Spare, Supervisor, spare_for
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -135,7 +136,8 @@ def upgrade(settings: Settings, writer: Writer = default_writer, debug: bool = F
     _require_url(settings)
     _dialect_options(settings)
     result = Result("upgrade", database=settings.masked_url)
-    with _reporting(result, started), SignalGuard() as guard, _database_errors():
+    with _reporting(result, started), SignalGuard() as guard, _database_errors(), \
+            spare_for(settings) as spare:  # its imports overlap connecting, planning, locking
         graph = _graph(settings)
         result.heads = list(graph.heads)
         with _session(settings, writer) as conn:
@@ -147,7 +149,7 @@ def upgrade(settings: Settings, writer: Writer = default_writer, debug: bool = F
             verified = False
             if not plan.up_to_date:
                 plan, verified = _migrate(settings, writer, guard, conn, graph, lock, result,
-                                          debug)
+                                          debug, spare)
             else:
                 _report_plan(plan, graph, writer, result)
             if not verified:
@@ -177,8 +179,8 @@ def _plan_first(settings: Settings, conn: "Connection", graph: Graph, plan: Plan
 
 
 def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Connection",
-             graph: Graph, lock: MigrationLock, result: Result, debug: bool
-             ) -> Tuple[Plan, bool]:
+             graph: Graph, lock: MigrationLock, result: Result, debug: bool,
+             spare: Optional[Spare] = None) -> Tuple[Plan, bool]:
     """Under the lock: re-plan, run the migration process, reconcile with the database,
     verify, and record the run in the history. Returns the plan and whether it verified
     (a run that applied something is verified here, before its history rows are written,
@@ -210,8 +212,9 @@ def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Conn
         if not plan.pending:
             return plan, False
         recorder = _open_history(settings, conn, graph, plan, writer, result)
+        journal_info, resume = _resume(settings, conn, recorder, plan, writer, result)
         run = Supervisor(settings, plan, lock, writer, guard, result.applied, debug,
-                         server_version(conn)).execute()
+                         server_version(conn), journal_info, resume, spare).execute()
         try:
             _conclude(settings, conn, graph, plan, run, result.applied, writer)
             _verify_after(settings, conn, graph, plan, result)
@@ -250,6 +253,8 @@ def _open_history(settings: Settings, conn: "Connection", graph: Graph, plan: Pl
         return None
     recorder = history.Recorder(settings.history_table, settings.version_table_schema,
                                 graph, plan)
+    if settings.dialect in MYSQL:  # DDL commits at once: what committed, statement by statement
+        recorder.journal = journal.name_for(settings.history_table)
     try:
         recorder.open(conn)
     except (SQLAlchemyError, OSError) as exc:
@@ -258,7 +263,44 @@ def _open_history(settings: Settings, conn: "Connection", graph: Graph, plan: Pl
     if recorder.adopted:
         writer.info(f"history table {recorder.qualified} created; {len(recorder.adopted)} "
                     "revision(s) already in the database recorded as present before history")
+    for run_id, revision, outcome in recorder.recovered:
+        writer.warn(f"run {run_id} ended without recording {revision} (its runner was killed "
+                    f"or lost): recorded now as {outcome}, from its journal")
     return recorder
+
+
+def _resume(settings: Settings, conn: "Connection", recorder: Optional[history.Recorder],
+            plan: Plan, writer: Writer, result: Result
+            ) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]]]:
+    """MySQL/MariaDB: the journal the migration process writes, and what it resumes —
+    a pending revision whose newest attempt left statements committed and did not end on
+    its own (killed, interrupted, the lock lost); a failed one only for ``repair --yes``."""
+    if recorder is None or recorder.journal is None:
+        return None, None
+    info = {"run_id": recorder.run_id, "runner": recorder.runner.host,
+            "insert": journal.insert_sql(conn, recorder.journal, settings.version_table_schema)}
+    attempt = journal.newest_attempt(conn, recorder.journal, settings.version_table_schema,
+                                     settings.history_table, [r.id for r in plan.pending])
+    if attempt is None or not (attempt.statements or attempt.maybe_applied):
+        return info, None
+    n, rev = len(attempt.statements), attempt.revision
+    what = (f"run {attempt.run_id} ({attempt.outcome or 'runner gone'}, on "
+            f"{attempt.runner or 'an unknown runner'}) " + (
+                f"left {n} statement(s) of {rev} committed" if n else
+                f"stopped in {rev} with none of its statements recorded as committed"))
+    if not (attempt.maybe_applied or settings.resume_failed):
+        writer.warn(f"{what}; it failed, so it is not resumed: 'migrategate repair' shows "
+                    "what resuming it would skip, and does it with --yes")
+        return info, None
+    if settings.no_resume:
+        writer.warn(f"{what}; --no-resume: {rev} runs from its first statement")
+        return info, None
+    writer.info(f"{what}: resuming it, {n} committed statement(s) skipped (each matched by "
+                "position and SQL)" + ("; the one after them may have committed as its runner "
+                                       "died: it is checked" if attempt.maybe_applied else ""))
+    recorder.resumed = (rev, n, attempt.run_id)
+    result.extra["resumed"] = {"revision": rev, "from_run": attempt.run_id, "skipped": n}
+    return info, attempt.skips()
 
 
 def _write_history(settings: Settings, conn: "Connection",
@@ -630,6 +672,8 @@ def repair(settings: Settings, writer: Writer = default_writer) -> Result:
     result = Result("repair", database=settings.masked_url, outcome="repaired")
     with _reporting(result, started), SignalGuard():
         graph = _graph(settings)
+        if settings.dialect in MYSQL:
+            return _resume_repair(settings, graph, writer, result)
         with _session(settings, writer) as conn:
             plan = _plan(settings, conn, graph)
             todo = repairing.plan_repair(conn, graph, plan, settings.dialect)
@@ -663,6 +707,49 @@ def repair(settings: Settings, writer: Writer = default_writer) -> Result:
             result.extra["repair"]["dropped"] = dropped
             result.message = (f"dropped {', '.join(dropped)}; re-run 'migrategate upgrade' "
                               f"for {todo.revision}")
+    return result
+
+
+def _resume_repair(settings: Settings, graph: Graph, writer: Writer, result: Result) -> Result:
+    """MySQL/MariaDB: resume the next pending revision after the statements its newest
+    attempt committed (the journal), as upgrade resumes a killed one; shown first, done
+    only with --yes, by an upgrade to that revision (lock, fence, history, verification)."""
+    with _session(settings, writer) as conn:
+        plan = _plan(settings, conn, graph)
+        pending = [r.id for r in plan.pending]
+        attempt = journal.newest_attempt(
+            conn, journal.name_for(settings.history_table), settings.version_table_schema,
+            settings.history_table, pending[:1])
+    if not pending:
+        result.outcome, result.message = "nothing-to-repair", "nothing to repair"
+        return result
+    if attempt is None or not attempt.statements:
+        raise ConfigError(
+            f"nothing repair may do: the journal holds no committed statement of {pending[0]}, "
+            "the next pending revision (no attempt of it committed any, or it ran without "
+            "history)",
+            "run 'migrategate doctor': if it names objects the revision creates, a person "
+            "must decide whether to drop them or stamp")
+    rev = attempt.revision
+    skipped = [s["statement"] or "" for s in attempt.statements]
+    result.extra["repair"] = {"revision": rev, "from_run": attempt.run_id,
+                              "outcome": attempt.outcome, "skip": skipped}
+    writer.info(f"next pending revision: {rev}; run {attempt.run_id} "
+                f"({attempt.outcome or 'runner gone'}) committed {len(skipped)} statement(s):")
+    for i, text in enumerate(skipped, 1):
+        writer.info(f"  {i}. {text}")
+    writer.info(f"repair resumes {rev}: its upgrade() runs again with these {len(skipped)} "
+                "skipped, each matched by position and SQL (a difference stops it before it "
+                "changes anything), then the rest of it")
+    if not settings.yes:
+        result.outcome = "dry-run"
+        result.message = (f"would resume {rev} after {len(skipped)} committed statement(s); "
+                          "nothing was done (pass --yes to do it)")
+        return result
+    done = upgrade(dataclasses.replace(settings, target=rev, resume_failed=True), writer)
+    result.extra["upgrade"] = done.to_dict()
+    result.message = (f"resumed {rev} after {len(skipped)} committed statement(s); it is "
+                      "applied and verified; run 'migrategate upgrade' for the rest")
     return result
 
 

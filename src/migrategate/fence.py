@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from .lock import PG_HELD_BY, key_halves
-
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.engine import Connection
 
@@ -64,14 +62,18 @@ class PostgresFence(Fence):
             cursor.close()
 
     def before_commit(self, connection: Optional["Connection"]) -> None:
+        """The runner's session holds the run's token lock exclusively while it lives: a
+        shared try fails then. If it succeeds, that session is gone and the lock with it
+        (a try inside the transaction: released by the rollback that follows)."""
         if connection is None:
             return
-        from sqlalchemy import text
-
-        held = connection.execute(text(PG_HELD_BY), {
-            **key_halves(self.info["key"]), "pid": self.info["pid"],
-            "started": self.info["started"]}).scalar()
-        if not held:
+        cursor = dbapi_connection(connection).cursor()
+        try:
+            cursor.execute("SELECT pg_try_advisory_xact_lock_shared(%s)", (self.info["token"],))
+            free = cursor.fetchone()[0]
+        finally:
+            cursor.close()
+        if free:
             raise LockLostHere(
                 f"the migration lock is no longer held by the runner's session "
                 f"(pid {self.info['pid']}); this revision's transaction is rolled back")

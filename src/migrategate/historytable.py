@@ -115,6 +115,10 @@ def _utc(t: Optional[float]) -> Optional[datetime]:
     return datetime.fromtimestamp(t, timezone.utc).replace(tzinfo=None)
 
 
+def _epoch(when: Optional[datetime]) -> Optional[float]:
+    return None if when is None else when.replace(tzinfo=timezone.utc).timestamp()
+
+
 def exists(conn: "Connection", name: str, schema: Optional[str]) -> bool:
     from sqlalchemy import inspect
 
@@ -163,6 +167,12 @@ class Recorder:
     run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     #: the revisions adopted when this run created the table
     adopted: Tuple[str, ...] = ()
+    #: MySQL/MariaDB: the statement journal's name (journal.py); None elsewhere
+    journal: Optional[str] = None
+    #: (revision, statements skipped, run resumed) when this run resumes an attempt
+    resumed: Optional[Tuple[str, int, str]] = None
+    #: attempts of runners that died before writing their rows, recorded by this run
+    recovered: List[Tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def qualified(self) -> str:
@@ -172,7 +182,12 @@ class Recorder:
         """Create the table if it is not there; when this creates it, record what the
         database already holds as present before history (with no times: none are known).
         Called under the lock, so two runners never both adopt."""
+        if self.journal is not None:
+            from . import journal
+
+            journal.ensure(conn, self.journal, self.schema)
         if exists(conn, self.name, self.schema):
+            self._recover(conn)
             return
         t = table(self.name, self.schema)
         t.create(conn, checkfirst=True)
@@ -183,8 +198,50 @@ class Recorder:
                                       for rev in present])
         self.adopted = tuple(present)
 
+    def _recover(self, conn: "Connection") -> None:
+        """Rows for attempts whose runner died before writing any (``kill -9``, a lost
+        node): their journal says what of each revision committed. A revision the database
+        now holds is recorded applied; the one it doesn't, interrupted (a resume then picks
+        it up). Under the lock, so no live runner's attempt is taken for a dead one."""
+        if self.journal is None:
+            return
+        from sqlalchemy import func, select
+
+        from . import journal
+
+        j, h = journal.table(self.journal, self.schema), table(self.name, self.schema)
+        found = conn.execute(
+            select(j.c.run_id, j.c.revision, func.min(j.c.recorded_at),
+                   func.max(j.c.recorded_at), func.max(j.c.runner))
+            .where(j.c.run_id.not_in(select(h.c.run_id).distinct()))
+            .group_by(j.c.run_id, j.c.revision).order_by(func.min(j.c.id))).all()
+        if not found:
+            return
+        in_db = self.graph.ancestors(self.plan.current)
+        rows = []
+        for run_id, revision, first, last, runner in found:
+            run_id, revision = str(run_id), str(revision)
+            began, ended = _epoch(first), _epoch(last)
+            statements: List[str] = []
+            if revision in in_db:
+                outcome = APPLIED
+            else:
+                outcome = INTERRUPTED
+                statements = journal.committed(conn, self.journal, self.schema,
+                                               run_id).get(revision, [])
+            self.recovered.append((run_id, revision, outcome))
+            rows.append({**self._row(
+                revision, outcome, began, ended if outcome == APPLIED else None,
+                None, None, statements,
+                f"the runner ({runner or 'unknown'}) was gone before it recorded this attempt "
+                f"(killed, or its node lost); recorded from the journal by run {self.run_id}"),
+                "run_id": run_id, "runner": runner, "image": None,
+                "migrategate_version": None})
+        conn.execute(h.insert(), rows)
+
     def rows(self, facts: "RunFacts", error: Optional["MigrategateError"],
-             now: Optional[float] = None) -> List[Dict[str, Any]]:
+             now: Optional[float] = None,
+             journaled: Optional[Dict[str, List[str]]] = None) -> List[Dict[str, Any]]:
         """One row per revision of the run that started or that the database holds."""
         from .errors import Interrupted, LockLost
 
@@ -213,15 +270,26 @@ class Recorder:
                     outcome = FAILED
             duration = (finished - began) if began is not None and finished is not None \
                 else facts.seconds.get(rev.id)
-            statements = facts.committed_statements(rev.id) if outcome != APPLIED else []
+            statements: Sequence[str] = []
+            if outcome != APPLIED:  # read back from the journal where there is one
+                statements = (journaled.get(rev.id, []) if journaled is not None
+                              else facts.committed_statements(rev.id))
+            detail = error.one_line() if error is not None and outcome != APPLIED else None
+            if self.resumed is not None and self.resumed[0] == rev.id:
+                detail = (f"resumed run {self.resumed[2]}'s attempt: its {self.resumed[1]} "
+                          "committed statement(s) skipped" + (f"; {detail}" if detail else ""))
             rows.append(self._row(
-                rev.id, outcome, began, finished, duration, exit_code, statements,
-                error.one_line() if error is not None and outcome != APPLIED else None))
+                rev.id, outcome, began, finished, duration, exit_code, statements, detail))
         return rows
 
     def write(self, conn: "Connection", facts: "RunFacts",
               error: Optional["MigrategateError"]) -> int:
-        rows = self.rows(facts, error)
+        journaled = None
+        if self.journal is not None:
+            from . import journal
+
+            journaled = journal.committed(conn, self.journal, self.schema, self.run_id)
+        rows = self.rows(facts, error, journaled=journaled)
         if rows:
             conn.execute(table(self.name, self.schema).insert(), rows)
         return len(rows)
@@ -337,7 +405,7 @@ def render(rows: Sequence[Dict[str, Any]], out: Any) -> None:
         if r["committed_statements"]:
             for statement in json.loads(r["committed_statements"]):
                 out(f"{'':>7}committed before it stopped: {statement}")
-        if r["detail"] and r["outcome"] not in IN_DATABASE:
+        if r["detail"] and r["outcome"] != PRESENT:
             out(f"{'':>7}{r['detail']}")
 
 

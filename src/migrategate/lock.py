@@ -81,6 +81,7 @@ class PostgresLock(MigrationLock):
         super().__init__(conn, name)
         self.key = pg_lock_key(name)
         self.worker_key = pg_lock_key(name + ":worker")
+        self.token: Optional[int] = None  # the fence's (see fence())
 
     def keep_alive(self) -> None:
         from sqlalchemy import text
@@ -104,9 +105,21 @@ class PostgresLock(MigrationLock):
         return bool(self.conn.execute(text(PG_HELD_BY_ME), key_halves(self.key)).scalar())
 
     def fence(self) -> Dict[str, Any]:
+        """What the migration session checks: besides the lock, this session takes an
+        advisory lock on a random per-run token. While this session lives it holds both
+        (only the session itself, or its end, releases a session lock), so "someone holds
+        the token" is "the lock is still ours" — one lock-manager call per revision for the
+        fence (pg_try_advisory_xact_lock_shared), where reading pg_locks joined with
+        pg_stat_activity cost a millisecond or more each (bench/measure.py)."""
+        import secrets
+
+        from sqlalchemy import text
+
         row = self._session()
+        self.token = secrets.randbits(63)
+        self.conn.execute(text("SELECT pg_advisory_lock(:t)"), {"t": self.token})
         return {"kind": "postgresql", "key": self.key, "worker_key": self.worker_key,
-                "pid": int(row.pid), "started": int(row.started)}
+                "pid": int(row.pid), "started": int(row.started), "token": self.token}
 
     def worker_busy(self) -> Optional[str]:
         return _pg_holder(self.conn, self.worker_key, with_query=True)
@@ -120,6 +133,9 @@ class PostgresLock(MigrationLock):
     def release(self) -> None:
         from sqlalchemy import text
 
+        if self.token is not None:
+            self.conn.execute(text("SELECT pg_advisory_unlock(:t)"), {"t": self.token})
+            self.token = None
         self.conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
 
     def check_session(self) -> Optional[str]:
@@ -181,11 +197,6 @@ def _started_us(column: str) -> str:
 
 #: The fence a migration transaction runs before it commits: is the lock still
 #: held by the runner's lock session (same pid, same backend start)?
-PG_HELD_BY = f"SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a " \
-             f"ON a.pid = l.pid WHERE {_PG_LOCK_ROW} AND l.pid = :pid " \
-             f"AND {_started_us('a.backend_start')} = :started)"
-
-
 def _pg_holder(conn: "Connection", key: int, with_query: bool = False) -> Optional[str]:
     from sqlalchemy import text
 

@@ -130,7 +130,10 @@ _KINDS: Dict[str, Type[Any]] = {c.__name__: c for c in (
 
 def encode(event: Event) -> str:
     """One line of JSON (no newline inside: json.dumps escapes them)."""
-    body = asdict(event)
+    if isinstance(event, Failed):  # the one nested record
+        body = asdict(event)
+    else:  # flat: a shallow copy, not asdict's deep walk (three events per revision)
+        body = dict(vars(event))
     body["event"] = type(event).__name__
     return json.dumps(body)
 

@@ -169,12 +169,16 @@ OPTIONS: Dict[str, Option] = {
         Option("lock_name", "str", "migrategate", metavar="NAME", group="database",
                help="default migrategate"),
         Option("history_table", "str", "migrategate_history", metavar="NAME",
-               commands=HISTORY + ("history",),
+               commands=HISTORY + ("history", "repair"),
                help="migrategate's own history table, in the version table's schema "
                     "(default migrategate_history)"),
         Option("no_history", "bool", False, commands=HISTORY,
                help="upgrade writes no history rows (and creates no history table); verify, "
                     "wait, status and doctor skip the checksum and history checks"),
+        Option("no_resume", "bool", False, commands=("upgrade",),
+               help="MySQL/MariaDB: run a revision whose earlier attempt was killed or "
+                    "interrupted from its first statement, instead of resuming it after the "
+                    "statements that attempt committed (journal: docs/history.md)"),
         Option("strict_checksums", "bool", False, commands=("verify", "wait"),
                help="exit 7 when the file of an applied revision differs from what was "
                     "applied (the history's checksum); default: a warning"),
@@ -328,6 +332,7 @@ class Settings:
     history_table: str = "migrategate_history"
     no_history: bool = False
     strict_checksums: bool = False
+    no_resume: bool = False
     sources: Dict[str, str] = field(default_factory=dict)
     #: every spelling-source of a password met while resolving; see register_secrets()
     secrets: Tuple[str, ...] = ()
@@ -335,6 +340,9 @@ class Settings:
     #: port is not the one dialled); the migration session's settings are then SET on
     #: env.py's connection and checked, not sent as libpq options (see connect.py)
     behind_proxy: bool = False
+    #: not an option: ``repair --yes`` resumes a revision whose attempt *failed* too
+    #: (upgrade resumes only attempts that did not end on their own)
+    resume_failed: bool = False
 
     @property
     def masked_url(self) -> str:

@@ -26,7 +26,6 @@ import os
 import selectors
 import signal
 import subprocess
-import sys
 import threading
 import time
 from typing import Any, Dict, List, Optional
@@ -40,6 +39,7 @@ from .protocol import Committed, Event, Ended, Retry, RunFacts, Statement, decod
 from .report import Applied
 from .settings import Settings, settings_to_dict
 from .signals import SignalGuard
+from .spare import Spare, spare_for
 
 #: How often the lock session is asked whether it still holds the lock.
 LOCK_CHECK_SECONDS = 1.0
@@ -57,8 +57,12 @@ DRAIN_READS = 64
 class Supervisor:
     def __init__(self, settings: Settings, plan: Plan, lock: MigrationLock, writer: Writer,
                  guard: SignalGuard, applied: List[Applied], debug: bool = False,
-                 server_version: int = 0) -> None:
+                 server_version: int = 0, journal: Optional[Dict[str, Any]] = None,
+                 resume: Optional[Dict[str, Any]] = None, spare: Optional[Spare] = None
+                 ) -> None:
         self.settings = settings
+        self.journal, self.resume = journal, resume
+        self.spare = spare
         self.plan = plan
         self.lock = lock
         self.writer = writer
@@ -77,16 +81,12 @@ class Supervisor:
     # ------------------------------------------------------------------ start
 
     def execute(self) -> RunFacts:
-        read_fd, write_fd = os.pipe()
         job = {"settings": settings_to_dict(self.settings), "plan": self.plan.to_dict(),
-               "fence": self.lock.fence(), "server_version": self.server_version}
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "migrategate.worker", str(write_fd), str(os.getpid())],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                pass_fds=(write_fd,), start_new_session=True, env=self._child_env())
-        finally:
-            os.close(write_fd)
+               "fence": self.lock.fence(), "server_version": self.server_version,
+               "journal": self.journal, "resume": self.resume,
+               "env": dialect_for(self.settings.dialect).child_env(self.settings,
+                                                                   self.server_version)}
+        self.proc, read_fd = (self.spare or spare_for(self.settings)).take()
         self._send_job(json.dumps(job).encode())
         watcher = threading.Thread(target=self._watch_lock, daemon=True,
                                    name="migrategate-lock-watch")
@@ -117,18 +117,6 @@ class Supervisor:
             self.proc.stdin.close()
         except OSError:
             pass  # the child is gone already; _watch sees its exit status
-
-    def _child_env(self) -> Dict[str, str]:
-        import migrategate
-
-        env = dict(os.environ)
-        package_root = os.path.dirname(os.path.dirname(os.path.abspath(migrategate.__file__)))
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        env.update(dialect_for(self.settings.dialect).child_env(self.settings,
-                                                                self.server_version))
-        return env
 
     # ------------------------------------------------------------------ the loop
 

@@ -7,8 +7,11 @@ non-daemon thread, ``print()`` or a replaced signal handler only end or
 disturb this process. The parent holds the lock, reads our events, and
 verifies the database itself afterwards.
 
-Input: the job (settings with the password, the plan, the fence) as JSON on
-stdin, read to its end before any app code runs; stdin is then the null device,
+The parent starts us early (supervise.Spare), before it has connected: we import what
+every run needs, then read a first line naming the driver (imported then), then the job.
+Input: the job (settings with the password, the plan, the fence, environment for libpq)
+as JSON on stdin, read to its end before any app code runs (end of stdin before it: not
+needed, exit at once); stdin is then the null device,
 so a revision that calls ``input()`` fails at once, as under ``alembic upgrade``.
 Output: :mod:`migrategate.protocol` events on the events fd, which is made
 non-inheritable again at once, so no program a revision starts holds it.
@@ -71,15 +74,50 @@ def main() -> None:
             stream.write(encode(event) + "\n")
             stream.flush()
 
+    _die_with_parent(parent)
+    _warm()
+    driver = sys.stdin.buffer.readline()
+    if not driver:  # started ahead, and not needed
+        os._exit(0)
+    _warm_driver(driver.decode().strip())
     job = sys.stdin.buffer.read()
     _stdin_to_null()
-    _die_with_parent(parent)
+    if not job:  # started ahead, and not needed (the database was at its target)
+        os._exit(0)
     import json
 
-    code = run(json.loads(job), sink)
+    work = json.loads(job)
+    os.environ.update(work.get("env") or {})  # libpq reads PGOPTIONS/PGAPPNAME at connect
+    code = run(work, sink)
     stream.flush()
     # os._exit: a non-daemon thread started by a revision must not keep us alive
     os._exit(code)
+
+
+def _warm() -> None:
+    """What every run imports, before the job arrives: the parent starts this process
+    first thing, so these imports overlap its own work (settings, connecting, planning,
+    the lock) instead of following it. Only libraries and migrategate: no app code runs
+    before the job (env.py, the revisions and the models come after it, under the lock)."""
+    import alembic.operations  # noqa: F401 - op's implementations
+    import alembic.runtime.environment  # noqa: F401
+    import alembic.script  # noqa: F401
+
+    from . import apply, fence, pending, runtime, scripts, settings, signals  # noqa: F401
+
+
+def _warm_driver(drivername: str) -> None:
+    """The dialect and its DBAPI module (psycopg2, pymysql, …), named by the parent."""
+    if not drivername:
+        return
+    from sqlalchemy.engine import URL
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        dialect: Any = URL.create(drivername).get_dialect()
+        (getattr(dialect, "import_dbapi", None) or dialect.dbapi)()  # 2.x / 1.4
+    except (ImportError, NoSuchModuleError, ArgumentError):
+        pass  # not installed (or not a driver): the run reports it, from env.py's own try
 
 
 def run(job: Any, sink: Callable[[Event], None]) -> int:
@@ -103,7 +141,8 @@ def run(job: Any, sink: Callable[[Event], None]) -> int:
         try:
             config = make_config(settings)
             with migration_environment(settings, config):
-                run_upgrade(config, plan, settings, sink, guard, fence)
+                run_upgrade(config, plan, settings, sink, guard, fence, job.get("journal"),
+                            job.get("resume"))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which decides
             sink(Failed(failure_record(exc, guard.received)))
             return 1

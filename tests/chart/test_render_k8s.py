@@ -457,3 +457,33 @@ def test_events_need_a_service_account_and_mount_its_token_only_then(helm: Helm)
     assert env["MIGRATEGATE_K8S_EVENT"]["value"] == "1"
     assert env["MIGRATEGATE_JOB_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == \
         "metadata.labels['job-name']"
+
+
+def _env(container: Dict[str, Any]) -> Dict[str, Any]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def test_history_settings_and_the_image_reach_every_container(helm: Helm) -> None:
+    """The history's settings are env (upgrade, the gate and the test pod read the same
+    table); the image reference goes into each attempt's row."""
+    env = _env(job_container(helm.template(values=values())))
+    assert not {"MIGRATEGATE_NO_HISTORY", "MIGRATEGATE_HISTORY_TABLE",
+                "MIGRATEGATE_STRICT_CHECKSUMS", "MIGRATEGATE_NO_RESUME"} & set(env)
+    assert env["MIGRATEGATE_IMAGE"] == "ghcr.io/example/app:1.0.0"
+    over = {"history": {"enabled": False, "table": "deploy_log", "strictChecksums": True,
+                        "resume": False}}
+    env = _env(job_container(helm.template(values=values(**over))))
+    assert (env["MIGRATEGATE_NO_HISTORY"], env["MIGRATEGATE_HISTORY_TABLE"],
+            env["MIGRATEGATE_STRICT_CHECKSUMS"], env["MIGRATEGATE_NO_RESUME"]) == \
+        ("1", "deploy_log", "1", "1")
+    from migrategate.settings import resolve
+
+    settings = resolve({}, {k: v for k, v in env.items() if v is not None})
+    assert (settings.no_history, settings.history_table, settings.strict_checksums,
+            settings.no_resume) == (True, "deploy_log", True, True)
+
+
+@pytest.mark.parametrize("table", ["drop table x", "a" * 57, "1st"])
+def test_a_history_table_name_that_is_not_an_identifier_fails_at_render_time(
+        helm: Helm, table: str) -> None:
+    assert "/history/table" in helm.template_error(values=values(history={"table": table}))

@@ -83,8 +83,11 @@ def test_nothing_to_repair_on_a_database_at_its_target(tmp_path, pg_url):
     assert run.code == 0 and json.loads(run.stdout)["outcome"] == "nothing-to-repair"
 
 
-def test_repair_refuses_mariadb_naming_what_to_do(tmp_path, mariadb_url):
+def test_repair_on_mariadb_without_a_journal_names_what_to_do(tmp_path, mariadb_url):
+    """MariaDB resumes from the journal (test_resume.py); with nothing journaled there is
+    nothing repair may do, and a person decides."""
     mig = write_project(tmp_path, [SEED])
     run = migrategate("repair", "--yes", *args_for(mariadb_url, mig))
     assert run.code == 2, run.output
-    assert "PostgreSQL only" in run.stderr and "migrategate doctor" in run.stderr
+    assert "the journal holds no committed statement of seed" in run.stderr
+    assert "migrategate doctor" in run.stderr

@@ -64,3 +64,32 @@ def test_heads_and_pending_sets_equal_revision_maps(revs, data):
     mine = graph.ancestors(graph.resolve(target, current)) - graph.ancestors(current)
     theirs = {r.revision for r in rmap.iterate_revisions(target, current, implicit_base=True)}
     assert mine == theirs
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(min_value=1, max_value=15), data=st.data())
+def test_a_plain_chain_is_ordered_without_alembic_as_alembic_orders_it(n, data):
+    """upgrade_order's chain shortcut (no Alembic import) against Alembic's
+    iterate_revisions, for every start and destination of a chain — and a destination
+    below the start is left to Alembic (which refuses it)."""
+    revs = [Revision(f"c{k:03d}", (f"c{k - 1:03d}",) if k else ()) for k in range(n)]
+    chain, alembic = Graph(revs), Graph(revs)
+    assert chain._is_chain
+    alembic._is_chain = False  # the same question, answered by Alembic's RevisionMap
+    start = data.draw(st.sampled_from([None] + [r.id for r in revs]))
+    dest = data.draw(st.sampled_from([r.id for r in revs]))
+    current = (start,) if start else ()
+    below = start is not None and dest in chain.ancestors([start]) and dest != start
+    if below:
+        assert chain._chain_segment(dest, current) is None
+        return
+    assert chain._chain_segment(dest, current) is not None
+    assert chain.upgrade_order(dest, current) == alembic.upgrade_order(dest, current)
+
+
+def test_branches_merges_dependencies_and_labels_are_not_a_chain():
+    base = Revision("a", ())
+    assert not Graph([base, Revision("b", ("a",)), Revision("c", ("a",))])._is_chain
+    assert not Graph([base, Revision("b", ("a",), ("a",))])._is_chain
+    assert not Graph([base, Revision("b", ("a",), (), ("lbl",))])._is_chain
+    assert not Graph([base, Revision("z", ())])._is_chain

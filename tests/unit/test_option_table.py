@@ -34,7 +34,7 @@ NUMERIC = [o for o in OPTIONS.values() if o.kind in ("seconds", "count")]
 # ------------------------------------------------------------------ the table itself
 
 def test_every_setting_is_an_option_with_the_same_default():
-    not_options = {"url", "sources", "secrets", "behind_proxy"}
+    not_options = {"url", "sources", "secrets", "behind_proxy", "resume_failed"}
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     assert set(fields) - not_options == set(OPTIONS) - {"database_url", "password_file",
                                                         "password"}

@@ -156,6 +156,26 @@ The password is only ever a secretKeyRef or a mounted file.
 - name: MIGRATEGATE_LOCK_NAME
   value: {{ . | quote }}
 {{- end }}
+{{- with $v.history }}
+{{- if not .enabled }}
+- name: MIGRATEGATE_NO_HISTORY
+  value: "1"
+{{- end }}
+{{- with .table }}
+- name: MIGRATEGATE_HISTORY_TABLE
+  value: {{ . | quote }}
+{{- end }}
+{{- if .strictChecksums }}
+- name: MIGRATEGATE_STRICT_CHECKSUMS
+  value: "1"
+{{- end }}
+{{- if not .resume }}
+- name: MIGRATEGATE_NO_RESUME
+  value: "1"
+{{- end }}
+{{- end }}
+- name: MIGRATEGATE_IMAGE
+  value: {{ include "migrategate.internal.image" . | quote }}
 {{- if eq ($v.logFormat | default "text") "json" }}
 - name: MIGRATEGATE_LOG_FORMAT
   value: "json"
