@@ -67,7 +67,7 @@ def upgrade(*, database_url: Text = None, password_file: Text = None, password: 
             version_table: Text = None, version_table_schema: Text = None,
             lock_name: Text = None, application_name: Text = None,
             history_table: Text = None, no_history: Optional[bool] = None,
-            no_resume: Optional[bool] = None,
+            history_reader: Text = None, no_resume: Optional[bool] = None,
             env: Optional[Mapping[str, str]] = None) -> "Result":
     """Lock, apply pending revisions, verify; returns only when verified at the target."""
     return _run("upgrade", dict(locals()))

@@ -234,12 +234,13 @@ def _migrate(settings: Settings, writer: Writer, guard: SignalGuard, conn: "Conn
 
 
 def _history_failed(settings: Settings, what: str, exc: BaseException, writer: Writer,
-                    result: Result) -> None:
+                    result: Result,
+                    hint: str = "grant the migration user CREATE and INSERT on it, or pass "
+                                "--no-history") -> None:
     """A history that can't be written never fails a run: a warning with its reason."""
     reason = exc.one_line() if isinstance(exc, MigrategateError) else dberrors.describe(exc)
     line = (f"could not {what} the history table {settings.history_table}: {reason}; the "
-            "run's outcome does not depend on it (grant the migration user CREATE and INSERT "
-            "on it, or pass --no-history)")
+            f"run's outcome does not depend on it ({hint})")
     writer.warn(line)
     result.extra.setdefault("warnings", []).append(line)
 
@@ -263,6 +264,13 @@ def _open_history(settings: Settings, conn: "Connection", graph: Graph, plan: Pl
     if recorder.adopted:
         writer.info(f"history table {recorder.qualified} created; {len(recorder.adopted)} "
                     "revision(s) already in the database recorded as present before history")
+    if settings.history_reader:
+        try:
+            recorder.grant(conn, settings.history_reader)
+        except (SQLAlchemyError, OSError) as exc:
+            _history_failed(settings, f"grant {settings.history_reader} SELECT on", exc,
+                            writer, result, "check that the role or account exists and that "
+                            "the migration user may grant on its own tables")
     for run_id, revision, outcome in recorder.recovered:
         writer.warn(f"run {run_id} ended without recording {revision} (its runner was killed "
                     f"or lost): recorded now as {outcome}, from its journal")

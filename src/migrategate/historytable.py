@@ -198,6 +198,30 @@ class Recorder:
                                       for rev in present])
         self.adopted = tuple(present)
 
+    def grant(self, conn: "Connection", reader: str) -> List[str]:
+        """GRANT SELECT on the history (and the journal) to ``reader``: a role on
+        PostgreSQL, an account (``user`` or ``user@host``, host ``%`` by default) on
+        MySQL/MariaDB. Names are quoted by the dialect, never pasted. Returns the
+        statements run."""
+        from sqlalchemy import text
+
+        prep = conn.dialect.identifier_preparer
+        # quoted here, not by the preparer: for a format-paramstyle driver it doubles '%'
+        # (host '%'), and text() doubles it once more
+        if conn.dialect.name in ("mysql", "mariadb"):
+            user, _, host = reader.partition("@")
+            grantee = "@".join("`" + part.replace("`", "``") + "`" for part in (user, host or "%"))
+        else:
+            grantee = '"' + reader.replace('"', '""') + '"'
+        names = [self.name] + ([self.journal] if self.journal else [])
+        done = []
+        for name in names:
+            target = prep.format_table(table(name, self.schema))
+            statement = f"GRANT SELECT ON {target} TO {grantee}"
+            conn.execute(text(statement))
+            done.append(statement)
+        return done
+
     def _recover(self, conn: "Connection") -> None:
         """Rows for attempts whose runner died before writing any (``kill -9``, a lost
         node): their journal says what of each revision committed. A revision the database

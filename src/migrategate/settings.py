@@ -175,6 +175,10 @@ OPTIONS: Dict[str, Option] = {
         Option("no_history", "bool", False, commands=HISTORY,
                help="upgrade writes no history rows (and creates no history table); verify, "
                     "wait, status and doctor skip the checksum and history checks"),
+        Option("history_reader", "str", metavar="ROLE", commands=("upgrade",),
+               help="grant SELECT on the history table (and the journal) to this role "
+                    "(PostgreSQL) or account (MySQL/MariaDB: user or user@host), e.g. the "
+                    "app's, so it can read what ran"),
         Option("no_resume", "bool", False, commands=("upgrade",),
                help="MySQL/MariaDB: run a revision whose earlier attempt was killed or "
                     "interrupted from its first statement, instead of resuming it after the "
@@ -332,6 +336,7 @@ class Settings:
     history_table: str = "migrategate_history"
     no_history: bool = False
     strict_checksums: bool = False
+    history_reader: Optional[str] = None
     no_resume: bool = False
     sources: Dict[str, str] = field(default_factory=dict)
     #: every spelling-source of a password met while resolving; see register_secrets()

@@ -30,7 +30,7 @@ import sys
 import threading
 from typing import Any, Callable
 
-from .protocol import Event, Failed, Finished, encode
+from .protocol import Committed, Event, Failed, Finished, encode
 
 #: How often the watchdog looks whether the parent is still there.
 PARENT_POLL_SECONDS = 0.5
@@ -66,13 +66,17 @@ def main() -> None:
     events_fd = int(sys.argv[1])
     parent = int(sys.argv[2])
     os.set_inheritable(events_fd, False)  # pass_fds made it inheritable: undo that first
-    stream = os.fdopen(events_fd, "w", buffering=1, encoding="utf-8")
+    stream = os.fdopen(events_fd, "w", encoding="utf-8")
     lock = threading.Lock()
 
     def sink(event: Event) -> None:
+        """Each event at once, except Committed: the next revision's Started follows it
+        at once and carries it (one write a revision fewer). Lost with a process killed
+        between the two, it is only the progress line: what committed is read back."""
         with lock:
             stream.write(encode(event) + "\n")
-            stream.flush()
+            if not isinstance(event, Committed):
+                stream.flush()
 
     _die_with_parent(parent)
     _warm()

@@ -468,19 +468,21 @@ def test_history_settings_and_the_image_reach_every_container(helm: Helm) -> Non
     table); the image reference goes into each attempt's row."""
     env = _env(job_container(helm.template(values=values())))
     assert not {"MIGRATEGATE_NO_HISTORY", "MIGRATEGATE_HISTORY_TABLE",
-                "MIGRATEGATE_STRICT_CHECKSUMS", "MIGRATEGATE_NO_RESUME"} & set(env)
+                "MIGRATEGATE_STRICT_CHECKSUMS", "MIGRATEGATE_NO_RESUME",
+                "MIGRATEGATE_HISTORY_READER"} & set(env)
     assert env["MIGRATEGATE_IMAGE"] == "ghcr.io/example/app:1.0.0"
     over = {"history": {"enabled": False, "table": "deploy_log", "strictChecksums": True,
-                        "resume": False}}
+                        "resume": False, "reader": "dify_app"}}
     env = _env(job_container(helm.template(values=values(**over))))
     assert (env["MIGRATEGATE_NO_HISTORY"], env["MIGRATEGATE_HISTORY_TABLE"],
-            env["MIGRATEGATE_STRICT_CHECKSUMS"], env["MIGRATEGATE_NO_RESUME"]) == \
-        ("1", "deploy_log", "1", "1")
+            env["MIGRATEGATE_STRICT_CHECKSUMS"], env["MIGRATEGATE_NO_RESUME"],
+            env["MIGRATEGATE_HISTORY_READER"]) == ("1", "deploy_log", "1", "1", "dify_app")
     from migrategate.settings import resolve
 
     settings = resolve({}, {k: v for k, v in env.items() if v is not None})
     assert (settings.no_history, settings.history_table, settings.strict_checksums,
-            settings.no_resume) == (True, "deploy_log", True, True)
+            settings.no_resume, settings.history_reader) == (
+                True, "deploy_log", True, True, "dify_app")
 
 
 @pytest.mark.parametrize("table", ["drop table x", "a" * 57, "1st"])

@@ -327,3 +327,50 @@ def test_a_history_that_cannot_be_written_only_warns(url, tmp_path):
     assert report["outcome"] == "verified"
     assert any("could not write to the history table" in w for w in report["warnings"])
     assert [r["revision"] for r in _rows(url)] == ["r001"]
+
+
+# ---------------------------------------------------------------- the app's role may read it
+
+def test_history_reader_can_read_the_history_and_nothing_breaks_on_a_hostile_name(url,
+                                                                                tmp_path):
+    mig = write_project(tmp_path, chain(1))
+    if _pg(url):
+        execute(url, "DROP ROLE IF EXISTS app_reader", "CREATE ROLE app_reader NOLOGIN")
+        reader = "app_reader"
+    else:
+        execute(url, "DROP USER IF EXISTS 'app_reader'@'%'",
+                "CREATE USER 'app_reader'@'%' IDENTIFIED BY 'x'")
+        reader = "app_reader@%"
+    run = migrategate("upgrade", *args_for(url, mig, "--history-reader", reader))
+    assert run.code == 0, run.output
+    assert "could not" not in run.output
+    if _pg(url):
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SET ROLE app_reader"))
+            assert conn.execute(sa.text("SELECT count(*) FROM migrategate_history")).scalar() == 1
+            with pytest.raises(sa.exc.ProgrammingError):  # SELECT only, on that table only
+                conn.execute(sa.text("SELECT count(*) FROM alembic_version"))
+        engine.dispose()
+    else:
+        grants = " ".join(str(r[0]) for r in _grants(url, "SHOW GRANTS FOR 'app_reader'@'%'"))
+        assert "GRANT SELECT ON `" in grants and "`migrategate_history`" in grants
+        assert "`migrategate_history_journal`" in grants
+
+    add_revision(mig, Rev("r002", "r001", 'op.create_table("t2", sa.Column("id", sa.Integer))'))
+    hostile = 'nobody"; DROP TABLE migrategate_history; --' if _pg(url) else \
+        "nobody`; DROP TABLE migrategate_history; --@%"
+    run = migrategate("upgrade", *args_for(url, mig, "--history-reader", hostile))
+    assert run.code == 0, run.output
+    assert "warning: could not grant" in run.stderr
+    assert "check that the role or account exists" in run.stderr
+    assert len(_rows(url)) == 2, "the name was quoted, not run: the table and its rows stay"
+
+
+def _grants(url: str, query: str) -> List[Any]:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(query)))
+    finally:
+        engine.dispose()

@@ -165,6 +165,10 @@ The password is only ever a secretKeyRef or a mounted file.
 - name: MIGRATEGATE_HISTORY_TABLE
   value: {{ . | quote }}
 {{- end }}
+{{- with .reader }}
+- name: MIGRATEGATE_HISTORY_READER
+  value: {{ . | quote }}
+{{- end }}
 {{- if .strictChecksums }}
 - name: MIGRATEGATE_STRICT_CHECKSUMS
   value: "1"
