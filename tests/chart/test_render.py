@@ -98,8 +98,11 @@ def test_configmap_ships_the_real_source(helm: Helm) -> None:
     assert tree == source_files()
     assert set(shipped) == {i["key"] for i in vol["configMap"]["items"]}
     assert "presets/__init__.py" in tree and "__main__.py" in tree
+    # the API server refuses a ConfigMap over 1 MiB; 768 KiB keeps a quarter of it free
+    # (675 KiB with issue 22's journal and issue 25's spare: code.source=image is the way
+    # out when the source outgrows it)
     size = len(json.dumps(cm).encode())
-    assert size < 640 * 1024, f"ConfigMap is {size} bytes; the API limit is 1 MiB"
+    assert size < 768 * 1024, f"ConfigMap is {size} bytes; the API limit is 1 MiB"
 
 
 def test_the_release_record_stays_far_under_its_limit(helm: Helm) -> None:
