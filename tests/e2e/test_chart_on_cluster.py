@@ -507,9 +507,16 @@ def test_a_pod_deleted_mid_revision_exits_143_rolls_back_and_the_next_pod_conver
     try:
         backends = kube.until(sleeping, 90, "c003 to be running",
                               lambda: kube.describe(namespace))
-        (pod,) = kube.job_pods(namespace, name)
-        (cid,) = [st["containerID"].split("://", 1)[1]
-                  for st in pod["status"]["containerStatuses"] if st["name"] == "migrate"]
+
+        def running_pod() -> Any:
+            """The pod once the kubelet has published the migrate container's id: its
+            status lags the container (the migration starts within a second now)."""
+            (pod,) = kube.job_pods(namespace, name)
+            ids = [st.get("containerID") for st in pod["status"].get("containerStatuses") or []
+                   if st["name"] == "migrate"]
+            return (pod, ids[0].split("://", 1)[1]) if ids and ids[0] else None
+
+        pod, cid = kube.until(running_pod, 30, "the kubelet to report the migrate container")
         grace = pod["spec"]["terminationGracePeriodSeconds"]
         assert grace == 30
         status, body = kube.c.request(
