@@ -119,6 +119,12 @@ class Dialect:
     def read_only(self, conn: "Connection") -> None:
         """Make the session refuse writes: ``plan`` reads the catalog and nothing else."""
 
+    def grantee(self, name: str) -> str:
+        """``name`` as the grantee of a GRANT, quoted by us (a role). Not the SQLAlchemy
+        preparer's quoting: for a format-paramstyle driver it doubles '%' (MySQL's host
+        '%'), and text() doubles it once more."""
+        return '"' + name.replace('"', '""') + '"'
+
     def plan_server(self, conn: "Connection") -> "Server":
         """The backend and version the plan's rules are judged for (sqlrisk.Server)."""
         from .sqlrisk import Server
@@ -398,6 +404,11 @@ class MySQL(Dialect):
 
     def read_only(self, conn: "Connection") -> None:
         conn.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
+
+    def grantee(self, name: str) -> str:
+        """An account, ``user`` or ``user@host`` (host ``%`` when not given)."""
+        user, _, host = name.partition("@")
+        return "@".join("`" + part.replace("`", "``") + "`" for part in (user, host or "%"))
 
     def plan_server(self, conn: "Connection") -> "Server":
         from .sqlrisk import Server

@@ -201,18 +201,14 @@ class Recorder:
     def grant(self, conn: "Connection", reader: str) -> List[str]:
         """GRANT SELECT on the history (and the journal) to ``reader``: a role on
         PostgreSQL, an account (``user`` or ``user@host``, host ``%`` by default) on
-        MySQL/MariaDB. Names are quoted by the dialect, never pasted. Returns the
+        MySQL/MariaDB. Names are quoted (``Dialect.grantee``), never pasted. Returns the
         statements run."""
         from sqlalchemy import text
 
+        from .dialect import of as dialect_of
+
         prep = conn.dialect.identifier_preparer
-        # quoted here, not by the preparer: for a format-paramstyle driver it doubles '%'
-        # (host '%'), and text() doubles it once more
-        if conn.dialect.name in ("mysql", "mariadb"):
-            user, _, host = reader.partition("@")
-            grantee = "@".join("`" + part.replace("`", "``") + "`" for part in (user, host or "%"))
-        else:
-            grantee = '"' + reader.replace('"', '""') + '"'
+        grantee = dialect_of(conn).grantee(reader)
         names = [self.name] + ([self.journal] if self.journal else [])
         done = []
         for name in names:

@@ -174,8 +174,6 @@ class Attempt:
     statements: List[Dict[str, Any]] = field(default_factory=list)
     outcome: Optional[str] = None  # its history row's; None: the runner died before it
     runner: Optional[str] = None
-    first_at: Any = None
-    last_at: Any = None
 
     #: a newer attempt that committed nothing did not end on its own (see newest_attempt)
     unsure: bool = False
@@ -196,12 +194,6 @@ class Attempt:
                 "maybe_applied": self.maybe_applied, "from_run": self.run_id}
 
 
-def exists(conn: "Connection", name: str, schema: Optional[str]) -> bool:
-    from sqlalchemy import inspect
-
-    return bool(inspect(conn).has_table(name, schema=schema))
-
-
 def ensure(conn: "Connection", name: str, schema: Optional[str]) -> None:
     table(name, schema).create(conn, checkfirst=True)
 
@@ -214,11 +206,11 @@ def newest_attempt(conn: "Connection", name: str, schema: Optional[str],
     changed nothing, but when one like that newer than it (or alone) did not end on its
     own, its first statement may have committed unrecorded: the result is then
     ``maybe_applied``."""
-    if not pending or not exists(conn, name, schema):
+    from . import historytable as history
+
+    if not pending or not history.exists(conn, name, schema):
         return None
     from sqlalchemy import func, select
-
-    from . import historytable as history
 
     j = table(name, schema)
     runs = conn.execute(select(j.c.run_id, j.c.revision, func.max(j.c.id).label("last"))
@@ -258,8 +250,6 @@ def _attempt(conn: "Connection", j: "Table", run_id: str, revision: str) -> Atte
     for r in rows:
         m = r._mapping
         attempt.runner = attempt.runner or m["runner"]
-        attempt.first_at = attempt.first_at or m["recorded_at"]
-        attempt.last_at = m["recorded_at"]
         if m["kind"] == BEGIN or m["position"] in seen:  # a position twice: once
             continue
         seen.add(m["position"])
